@@ -1,0 +1,188 @@
+"""The variant names, what each needs, the knobs in its recipe, and who builds it.
+
+Importing this module is cheap: builders are named as ``"module:function"`` and
+imported only when a variant has to be built (they import tensorflow).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..model import ModelUnderTest
+
+#: Knobs and their defaults. A model's ``options`` and a test's
+#: ``@pytest.mark.edgeopt_options(...)`` override them; only the knobs a variant lists
+#: go into its recipe (and so into its cache key).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "calibration_samples": 100,  # representative samples (not batches) used to calibrate
+    "sparsity": 0.8,  # final fraction of zero weights for pruning
+    "clusters": 16,  # number of weight clusters per layer
+    "finetune_epochs": 2,  # epochs of fine-tuning for QAT / pruning / clustering
+    "learning_rate": 1e-4,  # Adam learning rate for fine-tuning
+    "batch_size": 32,  # fine-tuning batch size
+    "loss": None,  # Keras loss for fine-tuning; None: the model's compiled loss, else inferred from labels
+    "seed": 0,  # seed for fine-tuning and cluster initialisation
+}
+
+_TRAIN = ("finetune_epochs", "learning_rate", "batch_size", "loss", "seed")
+
+
+class VariantUnavailable(Exception):
+    """This variant cannot be built for this model; the message says why (-> a skip)."""
+
+
+class VariantBuildError(Exception):
+    """Building the variant failed; the message names the cause (a layer tfmot cannot
+    wrap, a converter error) without a deep tensorflow traceback."""
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    """One named variant.
+
+    ``kinds``: the model kinds it can be built from (:data:`pytest_edgeopt.model.KINDS`);
+    ``needs``: ``ModelUnderTest`` fields it requires; ``trains``: it fine-tunes Keras layers;
+    ``knobs``: the options that shape it; ``builder``: ``"module:function"`` taking a
+    :class:`BuildContext` and returning the ``.tflite`` bytes.
+    """
+
+    name: str
+    family: str
+    summary: str
+    kinds: frozenset[str]
+    builder: str
+    needs: tuple[str, ...] = ()
+    knobs: tuple[str, ...] = ()
+    trains: bool = False
+
+    def build_function(self) -> Callable[["BuildContext"], bytes]:
+        module, func = self.builder.split(":")
+        return getattr(importlib.import_module(module, __package__), func)
+
+
+_ALL = frozenset({"keras", "keras3", "saved_model", "tflite"})
+_CONVERTIBLE = frozenset({"keras", "keras3", "saved_model"})
+_KERAS2 = frozenset({"keras", "saved_model"})  # saved_model only when it is a Keras SavedModel
+_REP = ("representative_data",)
+_CAL = ("calibration_samples",)
+
+
+def _v(name: str, family: str, summary: str, kinds: frozenset[str], builder: str, **kw: Any) -> VariantSpec:
+    return VariantSpec(name, family, summary, kinds, builder, **kw)
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    s.name: s
+    for s in (
+        _v("fp32", "baseline", "unoptimized float32 conversion (the baseline)", _ALL, ".ptq:build_fp32"),
+        _v("float16", "ptq", "float16 weights", _CONVERTIBLE, ".ptq:build_float16"),
+        _v("dynamic_range", "ptq", "int8 weights, float activations", _CONVERTIBLE, ".ptq:build_dynamic_range"),
+        _v("int8", "ptq", "full integer, float input/output", _CONVERTIBLE, ".ptq:build_int8", needs=_REP, knobs=_CAL),
+        _v("int8_full", "ptq", "integer-only ops, int8 input/output", _CONVERTIBLE, ".ptq:build_int8_full", needs=_REP, knobs=_CAL),
+        _v("int16x8", "ptq", "int16 activations, int8 weights", _CONVERTIBLE, ".ptq:build_int16x8", needs=_REP, knobs=_CAL),
+        _v("qat_int8", "tfmot", "quantization-aware training, int8", _KERAS2, ".tfmot:build_qat_int8",
+           needs=("train_data",), knobs=_TRAIN, trains=True),
+        _v("pruned", "tfmot", "magnitude pruning, float32", _KERAS2, ".tfmot:build_pruned",
+           needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True),
+        _v("pruned_int8", "tfmot", "magnitude pruning, then int8 PTQ", _KERAS2, ".tfmot:build_pruned_int8",
+           needs=("train_data",) + _REP, knobs=("sparsity",) + _TRAIN + _CAL, trains=True),
+        _v("clustered", "tfmot", "weight clustering, float32", _KERAS2, ".tfmot:build_clustered",
+           needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True),
+        _v("clustered_int8", "tfmot", "weight clustering, then int8 PTQ", _KERAS2, ".tfmot:build_clustered_int8",
+           needs=("train_data",) + _REP, knobs=("clusters",) + _TRAIN + _CAL, trains=True),
+        _v("pqat_int8", "tfmot", "pruning-preserving QAT, int8", _KERAS2, ".tfmot:build_pqat_int8",
+           needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True),
+        _v("cqat_int8", "tfmot", "cluster-preserving QAT, int8", _KERAS2, ".tfmot:build_cqat_int8",
+           needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True),
+        _v("pcqat_int8", "tfmot", "sparsity- and cluster-preserving QAT, int8", _KERAS2, ".tfmot:build_pcqat_int8",
+           needs=("train_data",), knobs=("sparsity", "clusters") + _TRAIN, trains=True),
+        _v("aeq_dynamic_wi8", "aeq", "AI Edge Quantizer: dynamic, int8 weights", _ALL, ".aeq:build_dynamic_wi8"),
+        _v("aeq_weight_only_wi8", "aeq", "AI Edge Quantizer: int8 weights only", _ALL, ".aeq:build_weight_only_wi8"),
+        _v("aeq_static_a8w8", "aeq", "AI Edge Quantizer: static int8 activations and weights", _ALL,
+           ".aeq:build_static_a8w8", needs=_REP, knobs=_CAL),
+        _v("aeq_dynamic_wi4", "aeq", "AI Edge Quantizer: dynamic, int4 weights", _ALL, ".aeq:build_dynamic_wi4"),
+    )
+}
+
+BASELINE = "fp32"
+
+
+def unknown_variants(names: list[str] | tuple[str, ...]) -> list[str]:
+    return [n for n in names if n not in VARIANTS]
+
+
+def check_options(options: Mapping[str, Any], where: str) -> None:
+    """Raise ValueError naming an unknown knob or a nonsensical value."""
+    for key, value in options.items():
+        if key not in DEFAULT_OPTIONS:
+            raise ValueError(f"{where}: unknown option {key!r}; known options: {', '.join(DEFAULT_OPTIONS)}")
+        if key == "sparsity" and not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
+            raise ValueError(f"{where}: sparsity must be a fraction between 0 and 1 (exclusive), got {value!r}")
+        if key in ("clusters", "finetune_epochs", "batch_size", "calibration_samples") and not (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
+            raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+        if key == "learning_rate" and not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{where}: learning_rate must be positive, got {value!r}")
+
+
+def resolve_options(mut: ModelUnderTest, test_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then the model's options, then the test's."""
+    opts = dict(DEFAULT_OPTIONS)
+    opts.update(mut.options or {})
+    opts.update(test_options or {})
+    return opts
+
+
+def recipe(spec: VariantSpec, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting that produces this variant (goes into the cache key and the results)."""
+    return {"variant": spec.name, "family": spec.family, "builder": spec.builder,
+            **{k: options[k] for k in spec.knobs}}
+
+
+def unavailable_reason(spec: VariantSpec, mut: ModelUnderTest) -> str | None:
+    """Why ``spec`` cannot be built for ``mut`` (a skip reason), or ``None``.
+
+    Decided from the model's kind and which data fields are set, without tensorflow.
+    """
+    src = mut.source
+    if src.kind not in spec.kinds:
+        if src.kind == "tflite":
+            return (f"{spec.name} needs a Keras model or SavedModel; a .tflite input gets only fp32 and the "
+                    "aeq_* variants (AI Edge Quantizer)")
+        if src.kind == "keras3":
+            return (f"{spec.name} fine-tunes with tfmot, which needs a tf_keras (Keras 2) model; this is a "
+                    "Keras 3 model. Build it with `import tf_keras as keras` (or save it as .h5) to get the "
+                    "training-based variants; the post-training ones still run")
+        return f"{spec.name} cannot be built from a {src.kind} model"
+    if spec.trains and not src.trainable:
+        return (f"{spec.name} fine-tunes Keras layers, but {src.description} has none (a plain SavedModel); "
+                "pass the Keras model or a .keras/.h5 file")
+    for need in spec.needs:
+        if getattr(mut, need) is None:
+            return f"{spec.name} needs ModelUnderTest({need}=...), which {mut.name!r} does not set"
+    return None
+
+
+@dataclass
+class BuildContext:
+    """What a builder gets.
+
+    ``mut``: the model and its data; ``options``: the resolved knobs; ``workdir``: a
+    scratch directory the builder may use; ``progress(message)``: report progress (one
+    line per epoch) so long builds never look hung; ``fp32``: returns the fp32 ``.tflite``
+    bytes (built or cached through the same store), for builders that start from it;
+    ``memo``: per-process store of intermediates shared between builds (a pruned Keras
+    model for both ``pruned`` and ``pruned_int8``), keyed by the builder.
+    """
+
+    mut: ModelUnderTest
+    spec: VariantSpec
+    options: Mapping[str, Any]
+    workdir: Path
+    progress: Callable[[str], None]
+    fp32: Callable[[], bytes]
+    memo: dict[Any, Any] = field(default_factory=dict)
