@@ -1,0 +1,177 @@
+"""Budgets: what a variant must achieve, checked against a Measurement.
+
+``measurement.check(max_accuracy_drop=0.01)`` and ``@pytest.mark.edgeopt_budget(...)``
+take the same keywords (:data:`RULES`). A miss raises :class:`BudgetExceeded`, an
+``AssertionError`` whose message lists every budget missed with the measured value, the
+budget, the fp32 baseline, the variant and the target::
+
+    int8 on cpu: accuracy drop 0.031 > 0.010 (fp32 0.982 -> int8 0.951 on 450 samples)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .measurement import Measurement
+
+
+class BudgetError(ValueError):
+    """A budget is malformed (unknown keyword, nonsensical value) or cannot be judged
+    for this measurement (an accuracy budget without eval data)."""
+
+
+class BudgetExceeded(AssertionError):
+    """One or more budgets were missed; ``violations`` holds them."""
+
+    def __init__(self, violations: list["Violation"]):
+        self.violations = violations
+        super().__init__("\n".join(v.message for v in violations))
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    keyword: str
+    measured: float
+    budget: float
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keyword": self.keyword, "measured": self.measured, "budget": self.budget, "message": self.message}
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{int(n):,} B"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One budget keyword: ``bound`` is ``"min"`` or ``"max"``; ``measure`` reads the
+    measured value; ``validate`` checks the budget value; ``explain`` writes the
+    parenthesis with the baseline."""
+
+    keyword: str
+    bound: str
+    what: str
+    measure: Callable[["Measurement", Mapping[str, Any]], float]
+    validate: Callable[[Any], str | None]
+    explain: Callable[["Measurement", Mapping[str, Any]], str]
+    fmt: Callable[[float], str] = lambda v: f"{v:.3f}"
+    needs_accuracy: bool = False
+
+
+def _fraction(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
+        return "a fraction between 0 and 1"
+    return None
+
+
+def _positive(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        return "a positive number"
+    return None
+
+
+def _drop(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        return "a non-negative number (the allowed fall of the metric below fp32's)"
+    return None
+
+
+def _metric_value(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "a number (the metric's minimum)"
+    return None
+
+
+def _pct(m: "Measurement", b: Mapping[str, Any]) -> float:
+    return float(b.get("latency_percentile", 50))
+
+
+def _acc_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
+    base, this = m.baseline.accuracy, m.observation.accuracy
+    assert base is not None and this is not None
+    return f"fp32 {base.value:.3f} -> {m.variant} {this.value:.3f} on {this.samples} samples"
+
+
+RULES: dict[str, Rule] = {
+    r.keyword: r
+    for r in (
+        Rule("min_size_reduction", "min", "size reduction",
+             lambda m, b: m.size_reduction, _fraction,
+             lambda m, b: f"fp32 {_fmt_bytes(m.baseline.size_bytes)} -> {m.variant} {_fmt_bytes(m.size_bytes)}"),
+        Rule("min_compressed_size_reduction", "min", "compressed size reduction",
+             lambda m, b: m.compressed_size_reduction, _fraction,
+             lambda m, b: (f"gzip-9: fp32 {_fmt_bytes(m.baseline.compressed_size_bytes)} -> "
+                           f"{m.variant} {_fmt_bytes(m.compressed_size_bytes)}")),
+        Rule("max_size_bytes", "max", "size",
+             lambda m, b: float(m.size_bytes), _positive,
+             lambda m, b: f"fp32 {_fmt_bytes(m.baseline.size_bytes)}", fmt=_fmt_bytes),
+        Rule("max_latency_ms", "max", "latency",
+             lambda m, b: m.latency.percentile_ms(_pct(m, b)), _positive,
+             lambda m, b: (f"p{_pct(m, b):g} of {m.latency.count} samples, cv {m.latency.cv:.2f}; "
+                           f"fp32 p{_pct(m, b):g} {m.baseline.latency.percentile_ms(_pct(m, b)):.4g} ms"),
+             fmt=lambda v: f"{v:.4g} ms"),
+        Rule("min_speedup", "min", "speedup",
+             lambda m, b: m.speedup, _positive,
+             lambda m, b: (f"fp32 p50 {m.baseline.latency.p50_ms:.4g} ms -> {m.variant} p50 "
+                           f"{m.latency.p50_ms:.4g} ms"), fmt=lambda v: f"{v:.2f}x"),
+        Rule("max_accuracy_drop", "max", "accuracy drop",
+             lambda m, b: m.accuracy_drop, _drop, _acc_explain, needs_accuracy=True),
+        Rule("min_accuracy", "min", "accuracy",
+             lambda m, b: m.metric, _metric_value, _acc_explain, needs_accuracy=True),
+    )
+}
+
+#: Keywords that modify other budgets rather than being budgets themselves.
+MODIFIERS: dict[str, Callable[[Any], str | None]] = {
+    "latency_percentile": lambda v: None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 100
+    else "a percentile between 0 (exclusive) and 100",
+}
+
+
+def validate(budgets: Mapping[str, Any], where: str = "budget") -> dict[str, Any]:
+    """Check keywords and values; return them. Raises BudgetError naming the problem."""
+    if not budgets:
+        raise BudgetError(f"{where}: no budget given; use keywords {', '.join(RULES)}")
+    for key, value in budgets.items():
+        if key in MODIFIERS:
+            problem = MODIFIERS[key](value)
+        elif key in RULES:
+            problem = RULES[key].validate(value)
+        else:
+            raise BudgetError(f"{where}: unknown budget keyword {key!r}; known: {', '.join([*RULES, *MODIFIERS])}")
+        if problem:
+            raise BudgetError(f"{where}: {key}={value!r} must be {problem}")
+    if set(budgets) <= set(MODIFIERS):
+        raise BudgetError(f"{where}: {', '.join(budgets)} alone sets no budget")
+    return dict(budgets)
+
+
+def violations(m: "Measurement", budgets: Mapping[str, Any]) -> list[Violation]:
+    """Every budget ``m`` misses (empty when all are met)."""
+    budgets = validate(budgets, f"{m.variant} on {m.where}")
+    found: list[Violation] = []
+    for key, budget in budgets.items():
+        rule = RULES.get(key)
+        if rule is None:
+            continue
+        if rule.needs_accuracy and (m.observation.accuracy is None or m.baseline.accuracy is None):
+            raise BudgetError(
+                f"{m.variant} on {m.where}: {key} needs an accuracy, but the model has no eval data; "
+                "set ModelUnderTest(eval_data=(x, y))"
+            )
+        value = rule.measure(m, budgets)
+        missed = value < budget if rule.bound == "min" else value > budget
+        if missed:
+            sign = "<" if rule.bound == "min" else ">"
+            what = f"latency p{_pct(m, budgets):g}" if key == "max_latency_ms" else rule.what
+            if rule.needs_accuracy and key == "min_accuracy":
+                what = m.metric_name
+            found.append(Violation(key, value, float(budget), (
+                f"{m.variant} on {m.where}: {what} {rule.fmt(value)} {sign} {rule.fmt(float(budget))} "
+                f"({rule.explain(m, budgets)})"
+            )))
+    return found

@@ -1,0 +1,150 @@
+"""Content-addressed store of built variants.
+
+An entry is keyed by the sha256 of everything that determines the bytes: the model's
+fingerprint, the full recipe, fingerprints of the data the build used, and the versions
+of the tools (see :func:`key_of`). Layout::
+
+    ROOT/variants/ab/abcdef.../model.tflite   the flatbuffer
+    ROOT/variants/ab/abcdef.../meta.json      sha256, size, recipe, build time (written last)
+    ROOT/locks/abcdef....lock                 cross-process lock (pytest-xdist workers)
+
+Writes go to a temporary file in the entry's directory and are moved into place with
+``os.replace``; ``meta.json`` is written last and names the model's sha256, so an entry
+whose model is missing, truncated or altered is detected and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from filelock import FileLock
+
+#: Bump when the layout or the meaning of a key changes.
+CACHE_FORMAT = 1
+
+#: Distributions whose versions go into every key (read without importing them).
+TOOL_DISTRIBUTIONS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-quantizer", "ai-edge-litert")
+
+
+def tool_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for dist in TOOL_DISTRIBUTIONS:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def key_of(material: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``material`` (sorted keys)."""
+    blob = json.dumps({"format": CACHE_FORMAT, **material}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored variant: ``path`` of the ``.tflite``, its ``meta`` (sha256, size_bytes,
+    build_seconds, material), and whether this lookup found it already built."""
+
+    key: str
+    path: Path
+    meta: Mapping[str, Any]
+    hit: bool
+
+
+class VariantCache:
+    """The store. ``rebuild=True`` ignores existing entries (and overwrites them)."""
+
+    def __init__(self, root: Path, rebuild: bool = False) -> None:
+        self.root = Path(root)
+        self.rebuild = rebuild
+
+    def _dir(self, key: str) -> Path:
+        return self.root / "variants" / key[:2] / key
+
+    def lock(self, key: str) -> FileLock:
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / "locks" / f"{key}.lock"))
+
+    def lookup(self, key: str) -> Entry | None:
+        """The intact entry for ``key``, or ``None`` (missing, incomplete or corrupt)."""
+        d = self._dir(key)
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            data = (d / "model.tflite").read_bytes()
+        except (OSError, ValueError):
+            return None
+        if meta.get("sha256") != hashlib.sha256(data).hexdigest() or meta.get("size_bytes") != len(data):
+            return None
+        return Entry(key, d / "model.tflite", meta, hit=True)
+
+    def store(self, key: str, data: bytes, meta: Mapping[str, Any]) -> Entry:
+        d = self._dir(key)
+        d.mkdir(parents=True, exist_ok=True)
+        full = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "stored_at": time.time()}
+        # meta.json last: it names the model's hash, so a torn write is seen as corrupt.
+        (d / "meta.json").unlink(missing_ok=True)
+        atomic_write_bytes(d / "model.tflite", data)
+        atomic_write_json(d / "meta.json", full)
+        return Entry(key, d / "model.tflite", full, hit=False)
+
+    def get_or_build(self, key: str, build: Callable[[], tuple[bytes, Mapping[str, Any]]]) -> Entry:
+        """The entry for ``key``; built (once across processes) when absent or corrupt.
+
+        ``build`` returns the bytes and extra metadata; its build time is recorded.
+        """
+        if not self.rebuild:
+            entry = self.lookup(key)
+            if entry is not None:
+                return entry
+        with self.lock(key):
+            # Another worker may have built it while we waited for the lock.
+            entry = self.lookup(key)
+            if entry is not None and (not self.rebuild or self._built_by_us_since(entry)):
+                return entry
+            start = time.perf_counter()
+            data, meta = build()
+            return self.store(key, data, {**meta, "build_seconds": time.perf_counter() - start})
+
+    def _built_by_us_since(self, entry: Entry) -> bool:
+        # With --edgeopt-rebuild, an entry stored during this process's lifetime was built
+        # by a sibling worker of the same session: use it instead of rebuilding twice.
+        return float(entry.meta.get("stored_at", 0)) >= _PROCESS_START
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root / "variants", ignore_errors=True)
+
+
+_PROCESS_START = time.time()

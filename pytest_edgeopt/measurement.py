@@ -1,0 +1,171 @@
+"""Measurement: one variant on one target, compared with fp32 on the same target.
+
+What the ``measurement`` fixture returns. Ratios are derived from the two observations,
+never stored separately, so they cannot disagree with the raw figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import budgets as _budgets
+from .results import Accuracy, LatencyStats, Observation
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetOutcome:
+    """One ``check`` call: the budgets asked and those missed."""
+
+    budgets: dict[str, Any]
+    violations: tuple[_budgets.Violation, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budgets": dict(self.budgets), "violations": [v.to_dict() for v in self.violations],
+                "passed": not self.violations}
+
+
+@dataclass(slots=True)
+class Measurement:
+    """A variant's :class:`Observation` and the fp32 baseline's on the same target.
+
+    Sizes in bytes, latency in ms, ``size_reduction`` as a fraction of fp32's size
+    (0.75 = a quarter of the size), ``speedup`` as fp32 p50 / variant p50, and
+    ``accuracy_drop`` as fp32 metric minus variant metric (positive = worse).
+    """
+
+    observation: Observation
+    baseline: Observation
+    outcomes: list[BudgetOutcome] = field(default_factory=list)
+
+    # -- identity -----------------------------------------------------------------
+    @property
+    def variant(self) -> str:
+        return self.observation.variant
+
+    @property
+    def target(self) -> str:
+        return self.observation.target
+
+    @property
+    def model(self) -> str:
+        return self.observation.model
+
+    @property
+    def where(self) -> str:
+        """``cpu``, or ``android_gpu/SERIAL`` for a target with devices."""
+        label = self.observation.device.get("label")
+        return f"{self.target}/{label}" if label else self.target
+
+    # -- figures --------------------------------------------------------------------
+    @property
+    def size_bytes(self) -> int:
+        return self.observation.size_bytes
+
+    @property
+    def compressed_size_bytes(self) -> int:
+        return self.observation.compressed_size_bytes
+
+    @property
+    def size_reduction(self) -> float:
+        return 1.0 - self.size_bytes / self.baseline.size_bytes
+
+    @property
+    def compressed_size_reduction(self) -> float:
+        return 1.0 - self.compressed_size_bytes / self.baseline.compressed_size_bytes
+
+    @property
+    def latency(self) -> LatencyStats:
+        return self.observation.latency
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline.latency.p50_ms / self.latency.p50_ms
+
+    @property
+    def accuracy(self) -> Accuracy | None:
+        return self.observation.accuracy
+
+    @property
+    def metric(self) -> float | None:
+        return self.observation.accuracy.value if self.observation.accuracy else None
+
+    @property
+    def metric_name(self) -> str | None:
+        return self.observation.accuracy.metric if self.observation.accuracy else None
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.observation.accuracy is None or self.baseline.accuracy is None:
+            return None
+        return self.baseline.accuracy.value - self.observation.accuracy.value
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        return dict(self.observation.extras)
+
+    # -- budgets ----------------------------------------------------------------------
+    def violations(self, **budgets: Any) -> list[_budgets.Violation]:
+        """The budgets missed, without raising (records the outcome)."""
+        found = _budgets.violations(self, budgets)
+        self.outcomes.append(BudgetOutcome(dict(budgets), tuple(found)))
+        return found
+
+    def check(self, **budgets: Any) -> "Measurement":
+        """Assert the budgets (keywords: :data:`pytest_edgeopt.budgets.RULES`).
+
+        Raises :class:`~pytest_edgeopt.budgets.BudgetExceeded` listing every budget
+        missed, or :class:`~pytest_edgeopt.budgets.BudgetError` for a malformed one.
+        """
+        __tracebackhide__ = True
+        found = self.violations(**budgets)
+        if found:
+            raise _budgets.BudgetExceeded(found)
+        return self
+
+    @property
+    def passed(self) -> bool:
+        return all(not o.violations for o in self.outcomes)
+
+    # -- serialisation -------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The derived figures, flat (what tables and JSON show)."""
+        lat = self.latency
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "target": self.target,
+            "device": self.observation.device_label,
+            "size_bytes": self.size_bytes,
+            "compressed_size_bytes": self.compressed_size_bytes,
+            "size_reduction": self.size_reduction,
+            "compressed_size_reduction": self.compressed_size_reduction,
+            "p50_ms": lat.p50_ms,
+            "p90_ms": lat.p90_ms,
+            "mean_ms": lat.mean_ms,
+            "stdev_ms": lat.stdev_ms,
+            "cv": lat.cv,
+            "samples": lat.count,
+            "speedup": self.speedup,
+            "metric_name": self.metric_name,
+            "metric": self.metric,
+            "accuracy_drop": self.accuracy_drop,
+            "from_cache": self.observation.from_cache,
+            "build_seconds": self.observation.build_seconds,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.observation.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "derived": self.summary(),
+            "budget_checks": [o.to_dict() for o in self.outcomes],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Measurement":
+        outcomes = [
+            BudgetOutcome(o["budgets"], tuple(_budgets.Violation(**v) for v in o["violations"]))
+            for o in d.get("budget_checks", [])
+        ]
+        return cls(Observation.from_dict(d), Observation.from_dict(d["baseline"]), outcomes)

@@ -1,0 +1,509 @@
+"""pytest11 entry point: options, ini values, markers, fixtures and hooks (kept thin).
+
+State lives in the config's stash (:class:`EdgeoptSession`); the domain modules are plain
+Python. Nothing here imports tensorflow: builders import it when a variant is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .budgets import BudgetError, validate as validate_budgets
+from .builder import BuiltVariant
+from .measurement import Measurement
+from .model import ModelError, ModelUnderTest
+from .session import EdgeoptSession, Settings
+from .targets.base import HOST, TARGET_NAMES, Device, Discovery, LatencySettings, TargetError, TargetUnavailable
+from .variants.registry import VARIANTS, VariantBuildError, VariantUnavailable, check_options
+from . import report
+
+SESSION = pytest.StashKey[EdgeoptSession]()
+RECORDS = pytest.StashKey[list]()
+DISCOVERED = pytest.StashKey[dict]()
+MEASUREMENT = pytest.StashKey[Measurement]()
+RECORD = pytest.StashKey[dict]()
+
+MARKERS = (
+    "cpu: run the item's variants on the host CPU (LiteRT interpreter)",
+    "android_gpu: run the item's variants on every selected Android device, GPU delegate on (benchmark_model --use_gpu)",
+    "android_cpu: run the item's variants on every selected Android device's CPU (benchmark_model, XNNPACK)",
+    "edgetpu: run the item's variants on every selected Coral Edge TPU",
+    "edgeopt_variants(*names): the variants to parametrize over (default: every variant; unsupported ones skip with the reason)",
+    "edgeopt_budget(**budgets): budgets checked on the item's measurement after the test body "
+    "(keywords as measurement.check: min_size_reduction, max_accuracy_drop, min_speedup, ...)",
+    "edgeopt_options(**knobs): variant knobs for this test (sparsity, clusters, finetune_epochs, learning_rate, "
+    "batch_size, calibration_samples, loss, seed)",
+)
+
+# Since TF 2.16 tf.keras is Keras 3 unless this is set before tensorflow is imported;
+# tfmot only works with Keras 2 (tf_keras). Set it now, before any conftest imports
+# tensorflow; a user who wants Keras 3 sets TF_USE_LEGACY_KERAS=0 explicitly.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+# -- converters: a typo is a usage error at start-up ------------------------------------------
+def _names(value: str, known: tuple[str, ...] | list[str], what: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for n in names:
+        if n not in known:
+            raise argparse.ArgumentTypeError(f"unknown {what} {n!r}; choose from {', '.join(known)}")
+    if not names:
+        raise argparse.ArgumentTypeError(f"no {what} given")
+    return names
+
+
+def parse_targets(value: str) -> tuple[str, ...]:
+    return _names(value, TARGET_NAMES, "target")
+
+
+def parse_variants(value: str) -> tuple[str, ...]:
+    return _names(value, list(VARIANTS), "variant")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return n
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
+    return n
+
+
+def _seconds(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if s < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more seconds")
+    return s
+
+
+# (option, ini name, converter, default, help)
+_SETTINGS = (
+    ("--edgeopt-targets", "edgeopt_targets", parse_targets, None,
+     "Targets for items without a target marker, and the only targets marked items run on "
+     f"when given: {', '.join(TARGET_NAMES)} (default: cpu)"),
+    ("--edgeopt-variants", "edgeopt_variants", parse_variants, None,
+     "Only these variants (comma-separated), e.g. fp32,int8 (default: every variant)"),
+    ("--edgeopt-require", "edgeopt_require", parse_targets, (),
+     "Targets that must run: a missing device fails the item instead of skipping it (nightly runs)"),
+    ("--edgeopt-threads", "edgeopt_threads", _positive_int, 1,
+     "Interpreter threads for latency measurements on the host CPU (default 1)"),
+    ("--edgeopt-warmup", "edgeopt_warmup", _non_negative_int, 10,
+     "Warm-up invocations before timing (default 10)"),
+    ("--edgeopt-min-samples", "edgeopt_min_samples", _positive_int, 200,
+     "Timed invocations at least (default 200)"),
+    ("--edgeopt-min-time", "edgeopt_min_time", _seconds, 0.25,
+     "Seconds of timed invocations at least (default 0.25)"),
+    ("--edgeopt-cache-dir", "edgeopt_cache_dir", str, None,
+     "Where built variants are cached (default: .edgeopt/cache under the rootdir); cache it in CI"),
+    ("--edgeopt-json", "edgeopt_json", str, None,
+     "Write every measurement of the session (with raw latency samples and budget outcomes) to this JSON file"),
+)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("edgeopt", "edge model optimization budgets (pytest-edgeopt)")
+    for opt, ini, conv, _default, help_text in _SETTINGS:
+        metavar = {"--edgeopt-targets": "T1,T2", "--edgeopt-require": "T1,T2", "--edgeopt-variants": "V1,V2",
+                   "--edgeopt-cache-dir": "DIR", "--edgeopt-json": "PATH"}.get(opt, "N")
+        group.addoption(opt, dest=ini, type=conv, default=None, metavar=metavar, help=help_text)
+        parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="string", default=None)
+    group.addoption("--edgeopt-rebuild", action="store_true", default=False,
+                    help="Ignore the variant cache and build every variant again (the cache is refreshed)")
+
+
+def _setting(config: pytest.Config, ini: str) -> Any:
+    """The command line's value, else the ini's (converted like the option), else the default."""
+    value = config.getoption(ini)
+    if value is not None:
+        return value
+    spec = next(s for s in _SETTINGS if s[1] == ini)
+    raw = config.getini(ini)
+    if raw in (None, ""):
+        return spec[3]
+    try:
+        return spec[2](str(raw))
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"ini {ini} = {raw!r}: {exc}") from None
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
+    cache = _setting(config, "edgeopt_cache_dir")
+    json_path = _setting(config, "edgeopt_json")
+    return Settings(
+        targets=_setting(config, "edgeopt_targets"),
+        variants=_setting(config, "edgeopt_variants"),
+        require=frozenset(_setting(config, "edgeopt_require")),
+        cache_dir=(config.rootpath / cache) if cache else config.rootpath / ".edgeopt" / "cache",
+        rebuild=bool(config.getoption("edgeopt_rebuild")),
+        json_path=Path(json_path) if json_path else None,
+        latency=LatencySettings(
+            warmup=_setting(config, "edgeopt_warmup"),
+            min_samples=_setting(config, "edgeopt_min_samples"),
+            min_time_s=_setting(config, "edgeopt_min_time"),
+            threads=_setting(config, "edgeopt_threads"),
+        ),
+    )
+
+
+def _progress(config: pytest.Config):
+    """A callable writing one line through the terminal reporter, with capture suspended,
+    so a long build never looks hung."""
+
+    def say(message: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None:
+            return
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        ctx = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+        with ctx:
+            tr.ensure_newline()
+            tr.write_line(f"[edgeopt] {message}")
+
+    return say
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    settings = settings_from_config(config)
+    config.stash[SESSION] = EdgeoptSession(
+        settings,
+        make_target=lambda name, device: _make_target(config, name, device),
+        progress=_progress(config),
+    )
+    config.stash[RECORDS] = []
+    config.stash[DISCOVERED] = {}
+    config.pluginmanager.register(_Recorder(config.stash[RECORDS]), "edgeopt-recorder")
+
+
+def _make_target(config: pytest.Config, name: str, device: Device):
+    target = config.hook.pytest_edgeopt_make_target(config=config, name=name, device=device)
+    if target is None:
+        raise TargetUnavailable(f"no plugin provides target {name!r} for device {device.id!r}")
+    return target
+
+
+# -- built-in targets, through the same hooks a conftest can implement ------------------------
+@pytest.hookimpl(trylast=True)
+def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | None:
+    if target == "cpu":
+        return Discovery((HOST,))
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device):
+    if name == "cpu":
+        from .targets.cpu import CpuTarget
+
+        return CpuTarget(name, device, threads=config.stash[SESSION].settings.latency.threads)
+    return None
+
+
+def _discover(config: pytest.Config, target: str) -> Discovery:
+    cache = config.stash[DISCOVERED]
+    if target not in cache:
+        found = config.hook.pytest_edgeopt_discover(config=config, target=target)
+        cache[target] = found if found is not None else Discovery((), missing=f"no plugin discovers {target!r} devices")
+    return cache[target]
+
+
+# -- parametrization: variant x target x device ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One parametrization: a variant, and (for measured items) a target and device.
+    ``missing`` says why the target has no device (the item skips, or fails if required)."""
+
+    variant: str
+    target: str | None = None
+    device: Device | None = None
+    missing: str | None = None
+
+    @property
+    def id(self) -> str:
+        parts = [self.variant]
+        if self.target:
+            parts.append(self.target)
+        if self.device is not None and self.device.label:
+            parts.append(self.device.label)
+        return "-".join(parts)
+
+
+_TARGET_USERS = ("measurement",)
+_VARIANT_USERS = ("optimized_model", "measurement")
+
+
+def _wants_edgeopt(metafunc: pytest.Metafunc) -> bool:
+    if any(name in metafunc.fixturenames for name in _VARIANT_USERS):
+        return True
+    return any(metafunc.definition.get_closest_marker(m) for m in ("edgeopt_budget", "edgeopt_variants"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "edgeopt_case" not in metafunc.fixturenames or not _wants_edgeopt(metafunc):
+        return
+    config = metafunc.config
+    settings = config.stash[SESSION].settings
+    marker = metafunc.definition.get_closest_marker("edgeopt_variants")
+    variants = [v for v in (marker.args if marker and marker.args else VARIANTS) if v in VARIANTS]
+    if settings.variants:
+        variants = [v for v in variants if v in settings.variants]
+    measured = "measurement" in metafunc.fixturenames or metafunc.definition.get_closest_marker("edgeopt_budget")
+    marked = [t for t in TARGET_NAMES if metafunc.definition.get_closest_marker(t)]
+    if measured or marked:
+        targets = marked or list(settings.targets or ("cpu",))
+        if settings.targets and marked:
+            targets = [t for t in targets if t in settings.targets]
+        cases = []
+        for v in variants:
+            for t in targets:
+                found = _discover(config, t)
+                if found.devices:
+                    cases += [Case(v, t, d) for d in found.devices]
+                else:
+                    cases.append(Case(v, t, None, found.missing or f"no {t} device found"))
+    else:
+        cases = [Case(v) for v in variants]
+    if not cases:
+        # Every variant or target was filtered out: keep one visible, skipped item.
+        metafunc.parametrize("edgeopt_case", [pytest.param(None, marks=pytest.mark.skip(
+            reason="no variant/target left after --edgeopt-variants/--edgeopt-targets"))], ids=["none"],
+            indirect=True)
+        return
+    metafunc.parametrize("edgeopt_case", cases, ids=[c.id for c in cases], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check marker arguments at collection: a typo is a usage error, not 50 failures."""
+    problems: list[str] = []
+    for item in items:
+        for marker in item.iter_markers("edgeopt_variants"):
+            unknown = [v for v in marker.args if v not in VARIANTS]
+            if unknown or marker.kwargs:
+                problems.append(f"{item.nodeid}: edgeopt_variants: unknown variant {', '.join(map(repr, unknown or marker.kwargs))}; "
+                                f"known: {', '.join(VARIANTS)}")
+        for marker in item.iter_markers("edgeopt_budget"):
+            try:
+                validate_budgets(marker.kwargs, "edgeopt_budget")
+            except BudgetError as exc:
+                problems.append(f"{item.nodeid}: {exc}")
+            if marker.args:
+                problems.append(f"{item.nodeid}: edgeopt_budget takes keywords only, got {marker.args!r}")
+        for marker in item.iter_markers("edgeopt_options"):
+            try:
+                check_options(marker.kwargs, "edgeopt_options")
+            except ValueError as exc:
+                problems.append(f"{item.nodeid}: {exc}")
+    if problems:
+        raise pytest.UsageError("pytest-edgeopt: bad marker arguments:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def edgeopt_model() -> ModelUnderTest:
+    """The model under test. Override it in your conftest.py (see the README)."""
+    pytest.fail(
+        "pytest-edgeopt: no edgeopt_model fixture is defined. Define one in conftest.py:\n\n"
+        "    import pytest\n"
+        "    from pytest_edgeopt import ModelUnderTest\n\n"
+        "    @pytest.fixture(scope=\"session\")\n"
+        "    def edgeopt_model():\n"
+        "        return ModelUnderTest(name=\"my-model\", model=\"path/to/model.keras\",\n"
+        "                              representative_data=..., train_data=(x, y), eval_data=(x, y))\n",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def edgeopt_case(request: pytest.FixtureRequest) -> Case | None:
+    """This item's variant/target/device (``None`` for items that are not parametrized by edgeopt).
+
+    An item whose target has no device skips here, before anything is built (or fails
+    when the target is required)."""
+    case = getattr(request, "param", None)
+    if case is not None:
+        _record(request, case, model=None)
+    if case is not None and case.target and case.device is None:
+        required = case.target in request.config.stash[SESSION].settings.require
+        (pytest.fail if required else pytest.skip)(
+            f"{case.target}: {case.missing}" + (" (required by --edgeopt-require)" if required else ""))
+    return case
+
+
+@pytest.fixture
+def edgeopt_session(request: pytest.FixtureRequest) -> EdgeoptSession:
+    """The session's builder and measurements (for advanced use)."""
+    return request.config.stash[SESSION]
+
+
+def _model(request: pytest.FixtureRequest) -> ModelUnderTest:
+    mut = request.getfixturevalue("edgeopt_model")
+    if not isinstance(mut, ModelUnderTest):
+        pytest.fail(f"pytest-edgeopt: the edgeopt_model fixture returned {type(mut).__name__}; "
+                    "return a pytest_edgeopt.ModelUnderTest", pytrace=False)
+    return mut
+
+
+def _test_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("edgeopt_options"))):
+        opts.update(marker.kwargs)
+    return opts
+
+
+def _record(request: pytest.FixtureRequest, case: Case, **fields: Any) -> None:
+    request.node.stash[RECORD] = {
+        "variant": case.variant, "target": case.target,
+        "device": (case.device.label or case.device.id) if case.device else None, **fields,
+    }
+
+
+@pytest.fixture
+def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -> BuiltVariant:
+    """The item's variant, built (or taken from the cache): name, path of the .tflite, size
+    and gzip-9 size in bytes, full recipe, build time in seconds, and ``from_cache``."""
+    if edgeopt_case is None:
+        pytest.fail("pytest-edgeopt: optimized_model is parametrized by pytest-edgeopt; this item has no variant",
+                    pytrace=False)
+    mut = _model(request)
+    session = request.config.stash[SESSION]
+    request.node.stash[RECORD]["model"] = mut.name
+    try:
+        return session.build(mut, edgeopt_case.variant, _test_options(request))
+    except VariantUnavailable as exc:
+        pytest.skip(f"{edgeopt_case.variant}: {exc}")
+    except (VariantBuildError, ModelError) as exc:
+        pytest.fail(f"{mut.name} {edgeopt_case.variant}: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
+                optimized_model: BuiltVariant) -> Measurement:
+    """The item's variant measured on the item's target, against fp32 on the same target."""
+    case = edgeopt_case
+    assert case is not None and case.target is not None
+    session = request.config.stash[SESSION]
+    required = case.target in session.settings.require
+    assert case.device is not None
+    mut = _model(request)
+    try:
+        target = session.target(case.target, case.device)
+        m = session.measure(mut, optimized_model, target)
+    except TargetUnavailable as exc:
+        (pytest.fail if required else pytest.skip)(
+            f"{case.target}: {exc}" + (" (required by --edgeopt-require)" if required else ""))
+    except (TargetError, ModelError, VariantBuildError) as exc:
+        pytest.fail(f"{mut.name} {case.variant} on {case.target}: {exc}", pytrace=False)
+    except VariantUnavailable as exc:
+        pytest.fail(f"{mut.name}: the fp32 baseline cannot be built: {exc}", pytrace=False)
+    request.node.stash[MEASUREMENT] = m
+    return m
+
+
+@pytest.fixture(autouse=True)
+def _edgeopt_budget_marker(request: pytest.FixtureRequest, edgeopt_case: Case | None) -> None:
+    """Items with ``edgeopt_budget`` but no ``measurement`` argument still get measured."""
+    if edgeopt_case is not None and edgeopt_case.target and request.node.get_closest_marker("edgeopt_budget"):
+        request.getfixturevalue("measurement")
+
+
+# -- checking budgets after the body, and reporting -----------------------------------------------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    __tracebackhide__ = True
+    result = yield
+    m = item.stash.get(MEASUREMENT, None)
+    if m is not None:
+        for marker in item.iter_markers("edgeopt_budget"):
+            m.check(**marker.kwargs)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    rep = yield
+    record = item.stash.get(RECORD, None)
+    if record is not None and (rep.when == "call" or (rep.when == "setup" and not rep.passed)):
+        m = item.stash.get(MEASUREMENT, None)
+        reason = None
+        if rep.skipped and isinstance(rep.longrepr, tuple):
+            reason = rep.longrepr[2].removeprefix("Skipped: ")
+        elif rep.failed:
+            reason = str(getattr(rep.longrepr, "reprcrash", None) and rep.longrepr.reprcrash.message or rep.longrepr)
+        # A plain dict: it travels from xdist workers to the controller with the report.
+        rep.edgeopt = {**record, "test": item.nodeid, "outcome": rep.outcome, "reason": reason,
+                       "measurement": m.to_dict() if m is not None else None}
+    return rep
+
+
+class _Recorder:
+    """Collects the records that reach this process's reports (on the xdist controller, the
+    workers' reports arrive here with their records)."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records = records
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, "edgeopt", None)
+        if record is not None:
+            self.records.append(record)
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return os.environ.get("PYTEST_XDIST_WORKER") is not None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    edge = config.stash.get(SESSION, None)
+    if edge is None:
+        return
+    edge.close()
+    if _is_xdist_worker(config) or edge.settings.json_path is None:
+        return
+    records = config.stash[RECORDS]
+    path = edge.settings.json_path
+    if not path.is_absolute():
+        path = Path(config.invocation_params.dir) / path
+    report.write_json(path, records, edge.settings.to_dict())
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _is_xdist_worker(config):
+        return
+    lines = report.table_lines(config.stash[RECORDS])
+    if not lines:
+        return
+    terminalreporter.section("edgeopt summary")
+    for line in lines:
+        terminalreporter.write_line(line)
+    edge = config.stash[SESSION]
+    if edge.settings.json_path is not None:
+        terminalreporter.write_line(f"edgeopt: measurements written to {edge.settings.json_path}")

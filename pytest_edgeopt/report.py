@@ -1,0 +1,123 @@
+"""Session records -> the terminal table and the ``--edgeopt-json`` file.
+
+A *record* is a plain dict made per test item (it crosses from pytest-xdist workers to the
+controller inside the test report): ``test`` (node id), ``outcome`` (passed, failed,
+skipped), ``model``, ``variant``, ``target``, ``device``, ``reason`` (skip or failure
+text), and ``measurement`` (``Measurement.to_dict()``, or ``None`` when nothing was measured).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .cache import atomic_write_json, tool_versions
+from .results import SCHEMA_VERSION
+from .variants.registry import VARIANTS
+
+_ORDER = {name: i for i, name in enumerate(VARIANTS)}
+
+
+def _row_key(r: Mapping[str, Any]) -> tuple:
+    return (r.get("model") or "", r.get("target") or "", r.get("device") or "",
+            _ORDER.get(r.get("variant") or "", 999), r.get("variant") or "")
+
+
+def merge(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, variant, target, device): the measurement, and ``result``
+    ``PASS`` when every test of it passed, ``FAIL`` when one failed, ``SKIP`` with the
+    reason when none measured it."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        key = _row_key(r)
+        row = rows.setdefault(key, {**r, "tests": 0, "failed": 0, "skipped": 0})
+        row["tests"] += 1
+        row["failed"] += r["outcome"] == "failed"
+        row["skipped"] += r["outcome"] == "skipped"
+        if r.get("measurement") and not row.get("measurement"):
+            row["measurement"] = r["measurement"]
+        if r["outcome"] != "passed" and r.get("reason") and not row.get("why"):
+            row["why"] = r["reason"]
+    out = []
+    for key in sorted(rows):
+        row = rows[key]
+        row["result"] = "FAIL" if row["failed"] else ("SKIP" if row["skipped"] == row["tests"] else "PASS")
+        out.append(row)
+    return out
+
+
+def _kb(n: float | None) -> str:
+    return "" if n is None else f"{n / 1024:,.1f}"
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f}%"
+
+
+def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The variant x target table printed at the end of the session."""
+    rows = merge(records)
+    if not rows:
+        return []
+    header = ["model", "variant", "target", "size KiB", "gzip KiB", "size -", "p50 ms", "speedup",
+              "metric", "drop", "build", "result"]
+    body: list[list[str]] = []
+    notes: list[str] = []
+    for row in rows:
+        where = row.get("target") or "-"
+        if row.get("device") and row["device"] != "host":
+            where = f"{where}/{row['device']}"
+        m = row.get("measurement")
+        if m:
+            d = m["derived"]
+            metric = "" if d["metric"] is None else f"{d['metric_name']} {d['metric']:.4f}"
+            drop = "" if d["accuracy_drop"] is None else f"{d['accuracy_drop']:+.4f}"
+            build = "cache" if d["from_cache"] else f"{d['build_seconds']:.1f}s"
+            body.append([row["model"], row["variant"], where, _kb(d["size_bytes"]), _kb(d["compressed_size_bytes"]),
+                         _pct(d["size_reduction"]), f"{d['p50_ms']:.4f}", f"{d['speedup']:.2f}x", metric, drop,
+                         build, row["result"]])
+        else:
+            body.append([row.get("model") or "-", row["variant"], where] + [""] * 8 + [row["result"]])
+        if row["result"] != "PASS" and row.get("why"):
+            first = str(row["why"]).strip().splitlines()[0] if str(row["why"]).strip() else ""
+            notes.append(f"  {row['variant']} on {where}: {first}")
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    right = {3, 4, 5, 6, 7, 9}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+    if notes:
+        lines += ["", "not passed:"] + notes
+    lines += ["", "size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
+    return lines
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform and package versions (recorded with every saved result)."""
+    from importlib import metadata
+
+    packages = dict(tool_versions())
+    for dist in ("pytest", "pytest-edgeopt", "numpy"):
+        try:
+            packages[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            packages[dist] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+            "packages": packages}
+
+
+def write_json(path: Path, records: list[Mapping[str, Any]], settings: Mapping[str, Any]) -> None:
+    """Every record of the session, atomically (readers never see a half-written file)."""
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": dict(settings),
+        "environment": environment(),
+        "measurements": sorted(records, key=lambda r: (_row_key(r), r["test"])),
+    }
+    atomic_write_json(Path(path), doc)

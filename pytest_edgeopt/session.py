@@ -1,0 +1,103 @@
+"""The per-process state of a pytest-edgeopt run: settings, the builder, targets, and the
+measurements made so far (each variant measured once per target, fp32 once per target)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .builder import Builder, BuiltVariant
+from .cache import VariantCache
+from .measure import observe
+from .measurement import Measurement
+from .model import ModelUnderTest
+from .results import Observation
+from .targets.base import Device, LatencySettings, Target
+from .variants.registry import BASELINE
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the command line and ini chose. ``targets`` is ``None`` when not given
+    (unmarked tests then run on the CPU); ``variants`` is ``None`` for every variant."""
+
+    targets: tuple[str, ...] | None
+    variants: tuple[str, ...] | None
+    require: frozenset[str]
+    cache_dir: Path
+    rebuild: bool
+    json_path: Path | None
+    latency: LatencySettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "targets": list(self.targets) if self.targets else None,
+            "variants": list(self.variants) if self.variants else None,
+            "require": sorted(self.require),
+            "cache_dir": str(self.cache_dir),
+            "rebuild": self.rebuild,
+            "latency": {
+                "warmup": self.latency.warmup, "min_samples": self.latency.min_samples,
+                "min_time_s": self.latency.min_time_s, "max_time_s": self.latency.max_time_s,
+                "threads": self.latency.threads,
+            },
+        }
+
+
+class EdgeoptSession:
+    """Builds and measures on demand, remembering results for the rest of the session.
+
+    ``make_target(name, device)`` creates a Target (the plugin routes it to the
+    ``pytest_edgeopt_make_target`` hook); targets are closed by :meth:`close`.
+    """
+
+    def __init__(self, settings: Settings, make_target: Callable[[str, Device], Target],
+                 progress: Callable[[str], None] = lambda msg: None) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.builder = Builder(VariantCache(settings.cache_dir, rebuild=settings.rebuild), progress)
+        self._make_target = make_target
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._observed: dict[tuple[str, str, str], Observation | BaseException] = {}
+
+    def target(self, name: str, device: Device) -> Target:
+        key = (name, device.id)
+        if key not in self._targets:
+            self._targets[key] = self._make_target(name, device)
+        return self._targets[key]
+
+    def build(self, mut: ModelUnderTest, variant: str, options: Mapping[str, Any] | None = None) -> BuiltVariant:
+        return self.builder.build(mut, variant, options)
+
+    def observe(self, mut: ModelUnderTest, built: BuiltVariant, target: Target) -> Observation:
+        """``built`` measured on ``target``, once per session (a failure is remembered too)."""
+        key = (built.key, target.name, target.device.id)
+        done = self._observed.get(key)
+        if isinstance(done, BaseException):
+            raise done
+        if done is None:
+            where = target.name if target.device.label is None else f"{target.name}/{target.device.label}"
+            self.progress(f"measuring {mut.name} {built.name} on {where}")
+            try:
+                done = observe(target, built, mut, self.settings.latency)
+            except Exception as exc:
+                self._observed[key] = exc
+                raise
+            self._observed[key] = done
+        return done
+
+    def measure(self, mut: ModelUnderTest, built: BuiltVariant, target: Target) -> Measurement:
+        """``built`` on ``target`` compared with fp32 measured on the same target."""
+        base_built = built if built.name == BASELINE else self.build(mut, BASELINE)
+        baseline = self.observe(mut, base_built, target)
+        obs = baseline if built.key == base_built.key else self.observe(mut, built, target)
+        return Measurement(obs, baseline)
+
+    def close(self) -> None:
+        for target in self._targets.values():
+            try:
+                target.close()
+            except Exception:  # closing must not hide the run's results
+                pass
+        self._targets.clear()
