@@ -90,6 +90,7 @@ class VariantCache:
     def __init__(self, root: Path, rebuild: bool = False) -> None:
         self.root = Path(root)
         self.rebuild = rebuild
+        self._created = time.time()
 
     def _dir(self, key: str) -> Path:
         return self.root / "variants" / key[:2] / key
@@ -132,19 +133,17 @@ class VariantCache:
         with self.lock(key):
             # Another worker may have built it while we waited for the lock.
             entry = self.lookup(key)
-            if entry is not None and (not self.rebuild or self._built_by_us_since(entry)):
+            if entry is not None and (not self.rebuild or self._fresh(entry)):
                 return entry
             start = time.perf_counter()
             data, meta = build()
             return self.store(key, data, {**meta, "build_seconds": time.perf_counter() - start})
 
-    def _built_by_us_since(self, entry: Entry) -> bool:
-        # With --edgeopt-rebuild, an entry stored during this process's lifetime was built
-        # by a sibling worker of the same session: use it instead of rebuilding twice.
-        return float(entry.meta.get("stored_at", 0)) >= _PROCESS_START
+    def _fresh(self, entry: Entry) -> bool:
+        # With --edgeopt-rebuild, an entry stored since this cache was opened was built by a
+        # sibling pytest-xdist worker of the same session: use it instead of building twice.
+        return float(entry.meta.get("stored_at", 0)) >= self._created
 
     def clear(self) -> None:
         shutil.rmtree(self.root / "variants", ignore_errors=True)
 
-
-_PROCESS_START = time.time()

@@ -31,9 +31,20 @@ def merge(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ``PASS`` when every test of it passed, ``FAIL`` when one failed, ``SKIP`` with the
     reason when none measured it."""
     rows: dict[tuple, dict[str, Any]] = {}
+    records = list(records)
+    for r in records:
+        # The fp32 baseline every measurement was compared with gets a row of its own.
+        m = r.get("measurement")
+        if m and m["variant"] != "fp32":
+            base = {"model": r.get("model"), "variant": "fp32", "target": r.get("target"), "device": r.get("device")}
+            key = _row_key(base)
+            if key not in rows:
+                rows[key] = {**base, "tests": 0, "failed": 0, "skipped": 0, "baseline_only": True,
+                             "measurement": {**m["baseline"], "derived": _baseline_derived(m["baseline"])}}
     for r in records:
         key = _row_key(r)
         row = rows.setdefault(key, {**r, "tests": 0, "failed": 0, "skipped": 0})
+        row.pop("baseline_only", None)
         row["tests"] += 1
         row["failed"] += r["outcome"] == "failed"
         row["skipped"] += r["outcome"] == "skipped"
@@ -44,9 +55,22 @@ def merge(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for key in sorted(rows):
         row = rows[key]
-        row["result"] = "FAIL" if row["failed"] else ("SKIP" if row["skipped"] == row["tests"] else "PASS")
+        if row.get("baseline_only"):
+            row["result"] = "base"
+        else:
+            row["result"] = "FAIL" if row["failed"] else ("SKIP" if row["skipped"] == row["tests"] else "PASS")
         out.append(row)
     return out
+
+
+def _baseline_derived(b: Mapping[str, Any]) -> dict[str, Any]:
+    """The derived figures of an fp32 baseline against itself."""
+    acc = b.get("accuracy")
+    lat = b["latency"]
+    return {"size_bytes": b["size_bytes"], "compressed_size_bytes": b["compressed_size_bytes"], "size_reduction": 0.0,
+            "p50_ms": lat["p50_ms"], "speedup": 1.0, "metric_name": acc and acc["metric"],
+            "metric": acc and acc["value"], "accuracy_drop": 0.0 if acc else None,
+            "from_cache": b.get("from_cache"), "build_seconds": b.get("build_seconds", 0.0)}
 
 
 def _kb(n: float | None) -> str:
@@ -81,7 +105,7 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
                          build, row["result"]])
         else:
             body.append([row.get("model") or "-", row["variant"], where] + [""] * 8 + [row["result"]])
-        if row["result"] != "PASS" and row.get("why"):
+        if row["result"] not in ("PASS", "base") and row.get("why"):
             first = str(row["why"]).strip().splitlines()[0] if str(row["why"]).strip() else ""
             notes.append(f"  {row['variant']} on {where}: {first}")
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
@@ -93,7 +117,8 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
     lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
     if notes:
         lines += ["", "not passed:"] + notes
-    lines += ["", "size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
+    lines += ["", "result 'base': the fp32 baseline the variants were compared with (no test of its own);",
+              "size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
     return lines
 
 

@@ -1,0 +1,159 @@
+"""End to end: real variants of the digits CNN built, cached and measured on the host CPU,
+through pytest itself (pytester), with the JSON and the summary checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+CONFTEST = """
+import pytest
+from fixtures.digits import digits_data, representative_batches
+from pytest_edgeopt import ModelUnderTest
+
+@pytest.fixture(scope="session")
+def edgeopt_model():
+    d = digits_data()
+    return ModelUnderTest(
+        name="digits-cnn", model={model!r},
+        representative_data=representative_batches(50),
+        train_data=(d.x_train, d.y_train), eval_data=(d.x_eval, d.y_eval),
+        options={{"finetune_epochs": 1, "calibration_samples": 50}},
+    )
+"""
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One variant cache for every run in this module: each variant is built once."""
+    return tmp_path_factory.mktemp("edgeopt-cache")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, digits_model_path: Path, shared_cache: Path) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST.format(model=str(digits_model_path)))
+    pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {shared_cache}\nedgeopt_min_samples = 50\nedgeopt_min_time = 0.05\n")
+    return pytester
+
+
+def run_json(p: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict]:
+    out = p.path / "results.json"
+    result = p.runpytest("-p", "no:cacheprovider", f"--edgeopt-json={out}", *args)
+    return result, json.loads(out.read_text())
+
+
+def test_budgets_pass_and_every_figure_is_reported(project: pytest.Pytester) -> None:
+    project.makepyfile(test_budgets="""
+        import pytest
+        @pytest.mark.edgeopt_variants("float16", "int8", "dynamic_range")
+        @pytest.mark.cpu
+        def test_budgets(measurement):
+            measurement.check(min_size_reduction=0.45, max_accuracy_drop=0.02, max_latency_ms=50)
+    """)
+    result, doc = run_json(project, "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        "*test_budgets[[]float16-cpu[]] PASSED*",
+        "*test_budgets[[]int8-cpu[]] PASSED*",
+        "*edgeopt summary*",
+        "model*variant*target*size KiB*gzip KiB*p50 ms*speedup*metric*drop*result",
+        "digits-cnn*float16*cpu*PASS",
+    ])
+    assert doc["schema"] == 1
+    assert doc["environment"]["packages"]["tensorflow"].startswith("2.")
+    by_variant = {r["variant"]: r for r in doc["measurements"]}
+    assert set(by_variant) == {"float16", "int8", "dynamic_range"}
+    for name, rec in by_variant.items():
+        m = rec["measurement"]
+        assert rec["outcome"] == "passed"
+        assert m["baseline"]["variant"] == "fp32"
+        assert len(m["latency"]["samples_us"]) >= 50
+        assert m["accuracy"]["samples"] == 450
+        assert m["budget_checks"][0]["passed"] is True
+        assert m["recipe"]["variant"] == name
+        d = m["derived"]
+        assert d["size_bytes"] == m["size_bytes"] and 0 < d["compressed_size_bytes"] <= d["size_bytes"]
+        assert d["speedup"] == pytest.approx(m["baseline"]["latency"]["p50_ms"] / m["latency"]["p50_ms"])
+    # Plausible against the known figures (FACTS.md): float16 about half, integer about a quarter.
+    assert 0.45 < by_variant["float16"]["measurement"]["derived"]["size_reduction"] < 0.55
+    assert by_variant["int8"]["measurement"]["derived"]["size_reduction"] > 0.6
+    assert by_variant["int8"]["measurement"]["derived"]["accuracy_drop"] < 0.02
+
+
+def test_budget_failure_message_names_value_budget_baseline_variant_and_target(project: pytest.Pytester) -> None:
+    project.makepyfile(test_fail="""
+        import pytest
+        @pytest.mark.edgeopt_variants("int8")
+        def test_strict(measurement):
+            measurement.check(min_size_reduction=0.99, max_accuracy_drop=0.0)
+
+        @pytest.mark.edgeopt_variants("float16")
+        @pytest.mark.edgeopt_budget(min_speedup=1000)
+        def test_marker(measurement):
+            pass
+    """)
+    result, doc = run_json(project)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*BudgetExceeded: int8 on cpu: size reduction 0.* < 0.990 (fp32 * B -> int8 * B)*",
+        "*float16 on cpu: speedup *x < 1000.00x (fp32 p50 * ms -> float16 p50 * ms)*",
+    ])
+    failed = {r["variant"]: r for r in doc["measurements"]}
+    assert failed["int8"]["outcome"] == "failed"
+    assert failed["int8"]["measurement"]["budget_checks"][0]["violations"][0]["keyword"] == "min_size_reduction"
+    assert failed["float16"]["measurement"]["budget_checks"][0]["budgets"] == {"min_speedup": 1000}
+
+
+def test_optimized_model_gives_path_sizes_recipe_and_cache_state(project: pytest.Pytester) -> None:
+    project.makepyfile(test_built="""
+        import gzip, pytest
+        @pytest.mark.edgeopt_variants("int8")
+        @pytest.mark.edgeopt_options(calibration_samples=20)
+        def test_built(optimized_model):
+            data = optimized_model.path.read_bytes()
+            assert optimized_model.name == "int8"
+            assert optimized_model.size_bytes == len(data)
+            assert optimized_model.compressed_size_bytes == len(gzip.compress(data, 9, mtime=0))
+            assert optimized_model.recipe["calibration_samples"] == 20
+            assert optimized_model.build_seconds > 0
+            print("FROM_CACHE", optimized_model.from_cache)
+    """)
+    result = project.runpytest("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    first = "FROM_CACHE True" in result.stdout.str()
+    result = project.runpytest("-s", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*FROM_CACHE True*"])
+    result = project.runpytest("-s", "-p", "no:cacheprovider", "--edgeopt-rebuild")
+    result.stdout.fnmatch_lines(["*FROM_CACHE False*", "*building digits-cnn int8*"])
+    assert first in (True, False)
+
+
+def test_training_build_prints_progress(project: pytest.Pytester) -> None:
+    project.makepyfile(test_qat="""
+        import pytest
+        @pytest.mark.edgeopt_variants("qat_int8")
+        def test_qat(measurement):
+            measurement.check(max_accuracy_drop=0.05)
+    """)
+    result = project.runpytest("-p", "no:cacheprovider", "--edgeopt-rebuild")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*[[]edgeopt[]] building digits-cnn qat_int8*", "*[[]edgeopt[]] qat_int8: epoch 1/1*"])
+
+
+def test_fp32_baseline_is_measured_once_per_session(project: pytest.Pytester) -> None:
+    project.makepyfile(test_two="""
+        import pytest
+        @pytest.mark.edgeopt_variants("int8", "float16")
+        def test_a(measurement):
+            pass
+        @pytest.mark.edgeopt_variants("int8")
+        def test_b(measurement):
+            pass
+    """)
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    assert out.count("measuring digits-cnn fp32 on cpu") == 1
+    assert out.count("measuring digits-cnn int8 on cpu") == 1
