@@ -24,3 +24,19 @@ def digits_model_path():
     from fixtures.digits import digits_model_path as path
 
     return path()
+
+
+@pytest.fixture(scope="session")
+def tensorflow_loaded() -> None:
+    """Import tensorflow and the optimization libraries once in this process.
+
+    In-process pytester runs restore ``sys.modules`` afterwards, so a module first imported
+    inside a run would be imported again by the next run, and tensorflow aborts the process
+    when imported twice. Tests that build variants through pytester request this first.
+    """
+    from pytest_edgeopt.variants.tfenv import import_keras, import_tf, import_tfmot
+
+    import_tf()
+    import_keras()
+    import_tfmot()
+    import ai_edge_quantizer.quantizer  # noqa: F401

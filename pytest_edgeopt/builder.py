@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -64,6 +65,11 @@ class Builder:
         self._done: dict[str, BuiltVariant | BaseException] = {}
         self._memo: dict[Any, Any] = {}
         self.versions = tool_versions()
+        #: Wall seconds spent in build() (lookups included), and variants built vs found.
+        self.seconds = 0.0
+        self.built = 0
+        self.hits = 0
+        self._depth = 0
 
     def material(self, mut: ModelUnderTest, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         """Everything that determines the variant's bytes (hashed into its cache key)."""
@@ -75,6 +81,16 @@ class Builder:
     def build(self, mut: ModelUnderTest, name: str, test_options: Mapping[str, Any] | None = None) -> BuiltVariant:
         """The variant ``name`` of ``mut``. Raises VariantUnavailable (skip) with the reason,
         VariantBuildError with the cause, ModelError for unusable input."""
+        start = time.perf_counter()
+        self._depth += 1
+        try:
+            return self._build(mut, name, test_options)
+        finally:
+            self._depth -= 1
+            if self._depth == 0:  # the fp32 a builder asks for is inside its caller's time
+                self.seconds += time.perf_counter() - start
+
+    def _build(self, mut: ModelUnderTest, name: str, test_options: Mapping[str, Any] | None) -> BuiltVariant:
         if name not in VARIANTS:
             raise ModelError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
         spec = VARIANTS[name]
@@ -103,6 +119,10 @@ class Builder:
             build_seconds=float(entry.meta.get("build_seconds", 0.0)), from_cache=entry.hit, key=key,
         )
         self._done[key] = built
+        if entry.hit:
+            self.hits += 1
+        else:
+            self.built += 1
         return built
 
     def _run_builder(self, mut: ModelUnderTest, name: str, options: Mapping[str, Any],

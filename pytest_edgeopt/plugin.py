@@ -29,6 +29,7 @@ RECORDS = pytest.StashKey[list]()
 DISCOVERED = pytest.StashKey[dict]()
 MEASUREMENT = pytest.StashKey[Measurement]()
 RECORD = pytest.StashKey[dict]()
+BUILD_START = pytest.StashKey[float]()
 
 MARKERS = (
     "cpu: run the item's variants on the host CPU (LiteRT interpreter)",
@@ -350,6 +351,7 @@ def edgeopt_case(request: pytest.FixtureRequest) -> Case | None:
     case = getattr(request, "param", None)
     if case is not None:
         _record(request, case, model=None)
+        request.node.stash[BUILD_START] = request.config.stash[SESSION].builder.seconds
     if case is not None and case.target and case.device is None:
         required = case.target in request.config.stash[SESSION].settings.require
         (pytest.fail if required else pytest.skip)(
@@ -396,11 +398,16 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
     session = request.config.stash[SESSION]
     request.node.stash[RECORD]["model"] = mut.name
     try:
-        return session.build(mut, edgeopt_case.variant, _test_options(request))
+        built = session.build(mut, edgeopt_case.variant, _test_options(request))
     except VariantUnavailable as exc:
         pytest.skip(f"{edgeopt_case.variant}: {exc}")
     except (VariantBuildError, ModelError) as exc:
         pytest.fail(f"{mut.name} {edgeopt_case.variant}: {exc}", pytrace=False)
+    request.node.stash[RECORD]["built"] = {
+        "size_bytes": built.size_bytes, "compressed_size_bytes": built.compressed_size_bytes,
+        "from_cache": built.from_cache, "build_seconds": built.build_seconds, "recipe": dict(built.recipe),
+    }
+    return built
 
 
 @pytest.fixture
@@ -457,8 +464,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             reason = rep.longrepr[2].removeprefix("Skipped: ")
         elif rep.failed:
             reason = str(getattr(rep.longrepr, "reprcrash", None) and rep.longrepr.reprcrash.message or rep.longrepr)
+        builder = item.config.stash[SESSION].builder
         # A plain dict: it travels from xdist workers to the controller with the report.
         rep.edgeopt = {**record, "test": item.nodeid, "outcome": rep.outcome, "reason": reason,
+                       "build_wall_s": builder.seconds - item.stash.get(BUILD_START, builder.seconds),
                        "measurement": m.to_dict() if m is not None else None}
     return rep
 

@@ -9,6 +9,7 @@ text), and ``measurement`` (``Measurement.to_dict()``, or ``None`` when nothing 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import sys
 from pathlib import Path
@@ -73,6 +74,33 @@ def _baseline_derived(b: Mapping[str, Any]) -> dict[str, Any]:
             "from_cache": b.get("from_cache"), "build_seconds": b.get("build_seconds", 0.0)}
 
 
+def totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts over the session: items per outcome, variants built vs taken from the cache
+    (baselines included), and the build phase's wall time in seconds (summed over workers)."""
+    records = list(records)
+    seen: dict[tuple, bool] = {}
+    for r in records:
+        m = r.get("measurement")
+        if m:
+            for o in (m, m["baseline"]):
+                seen[(o["model"], o["variant"], json_key(o.get("recipe")))] = bool(o["from_cache"])
+        elif r.get("built"):
+            seen[(r.get("model"), r["variant"], json_key(r["built"].get("recipe")))] = bool(r["built"]["from_cache"])
+    return {
+        "items": len(records),
+        "passed": sum(r["outcome"] == "passed" for r in records),
+        "failed": sum(r["outcome"] == "failed" for r in records),
+        "skipped": sum(r["outcome"] == "skipped" for r in records),
+        "variants_built": sum(not hit for hit in seen.values()),
+        "variants_from_cache": sum(seen.values()),
+        "build_phase_s": sum(float(r.get("build_wall_s") or 0.0) for r in records),
+    }
+
+
+def json_key(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
 def _kb(n: float | None) -> str:
     return "" if n is None else f"{n / 1024:,.1f}"
 
@@ -83,6 +111,7 @@ def _pct(x: float | None) -> str:
 
 def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
     """The variant x target table printed at the end of the session."""
+    records = list(records)
     rows = merge(records)
     if not rows:
         return []
@@ -103,6 +132,11 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
             body.append([row["model"], row["variant"], where, _kb(d["size_bytes"]), _kb(d["compressed_size_bytes"]),
                          _pct(d["size_reduction"]), f"{d['p50_ms']:.4f}", f"{d['speedup']:.2f}x", metric, drop,
                          build, row["result"]])
+        elif row.get("built"):  # built but not measured (an optimized_model-only test)
+            b = row["built"]
+            build = "cache" if b["from_cache"] else f"{b['build_seconds']:.1f}s"
+            body.append([row["model"], row["variant"], where, _kb(b["size_bytes"]), _kb(b["compressed_size_bytes"])]
+                        + [""] * 5 + [build, row["result"]])
         else:
             body.append([row.get("model") or "-", row["variant"], where] + [""] * 8 + [row["result"]])
         if row["result"] not in ("PASS", "base") and row.get("why"):
@@ -117,7 +151,10 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
     lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
     if notes:
         lines += ["", "not passed:"] + notes
-    lines += ["", "result 'base': the fp32 baseline the variants were compared with (no test of its own);",
+    t = totals(records)
+    lines += ["", f"variants: {t['variants_built']} built, {t['variants_from_cache']} from the cache; "
+              f"build phase {t['build_phase_s']:.2f} s"]
+    lines += ["result 'base': the fp32 baseline the variants were compared with (no test of its own);",
               "size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
     return lines
 
@@ -143,6 +180,7 @@ def write_json(path: Path, records: list[Mapping[str, Any]], settings: Mapping[s
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": dict(settings),
         "environment": environment(),
+        "totals": totals(records),
         "measurements": sorted(records, key=lambda r: (_row_key(r), r["test"])),
     }
     atomic_write_json(Path(path), doc)

@@ -16,7 +16,7 @@ PTQ = ["fp32", "float16", "dynamic_range", "int8", "int8_full", "int16x8"]
 
 
 @pytest.fixture
-def shared(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
+def shared(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, tensorflow_loaded: None) -> pytest.Pytester:
     cache = tmp_path_factory.getbasetemp() / "edgeopt-inputs-cache"
     pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {cache}\nedgeopt_min_samples = 20\nedgeopt_min_time = 0.02\n")
     return pytester
