@@ -85,14 +85,57 @@ def _metric_value(v: Any) -> str | None:
     return None
 
 
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "True or False"
+
+
+def _delegation(m: "Measurement", b: Mapping[str, Any]) -> float:
+    if m.delegation is None:
+        raise BudgetError(f"{m.variant} on {m.where}: require_full_delegation applies to the android_gpu target, "
+                          "which reports GPU delegation; this target reports none")
+    # 1.0 when fully delegated; a budget of True (1.0) is missed by anything less.
+    return 1.0 if m.delegation == "full" or not b["require_full_delegation"] else 0.0
+
+
+def _delegation_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
+    kernels = m.observation.extras.get("delegate_kernels")
+    how = {"partial": f"the graph is partially delegated ({kernels} delegate kernels)",
+           "none": "the GPU delegate executes none of the graph"}
+    return how.get(m.delegation or "", f"delegation is {m.delegation!r}")
+
+
+def _edgetpu_fraction(m: "Measurement", b: Mapping[str, Any]) -> float:
+    f = m.edgetpu_op_fraction
+    if f is None:
+        raise BudgetError(f"{m.variant} on {m.where}: min_edgetpu_op_fraction needs the variant's .tflite")
+    return f
+
+
+def _edgetpu_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
+    analysis = m.observation.extras.get("edgetpu_analysis")
+    if analysis and analysis.get("summary"):
+        return str(analysis["summary"])
+    if m.model_path is None:
+        return "no analysis"
+    from .edgetpu_compat import analyze
+
+    report = analyze(m.model_path)
+    return "; ".join([report.summary, *report.reasons[:3]])
+
+
 def _pct(m: "Measurement", b: Mapping[str, Any]) -> float:
     return float(b.get("latency_percentile", 50))
+
+
+def _base(m: "Measurement") -> str:
+    """``fp32``, or ``fp32 on cpu`` when the baseline ran on another target."""
+    return "fp32" if m.baseline.target == m.target else f"fp32 on {m.baseline.target}"
 
 
 def _acc_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
     base, this = m.baseline.accuracy, m.observation.accuracy
     assert base is not None and this is not None
-    return f"fp32 {base.value:.3f} -> {m.variant} {this.value:.3f} on {this.samples} samples"
+    return f"{_base(m)} {base.value:.3f} -> {m.variant} {this.value:.3f} on {this.samples} samples"
 
 
 RULES: dict[str, Rule] = {
@@ -111,16 +154,21 @@ RULES: dict[str, Rule] = {
         Rule("max_latency_ms", "max", "latency",
              lambda m, b: m.latency.percentile_ms(_pct(m, b)), _positive,
              lambda m, b: (f"p{_pct(m, b):g} of {m.latency.count} samples, cv {m.latency.cv:.2f}; "
-                           f"fp32 p{_pct(m, b):g} {m.baseline.latency.percentile_ms(_pct(m, b)):.4g} ms"),
+                           f"{_base(m)} p{_pct(m, b):g} {m.baseline.latency.percentile_ms(_pct(m, b)):.4g} ms"),
              fmt=lambda v: f"{v:.4g} ms"),
         Rule("min_speedup", "min", "speedup",
              lambda m, b: m.speedup, _positive,
-             lambda m, b: (f"fp32 p50 {m.baseline.latency.p50_ms:.4g} ms -> {m.variant} p50 "
+             lambda m, b: (f"{_base(m)} p50 {m.baseline.latency.p50_ms:.4g} ms -> {m.variant} p50 "
                            f"{m.latency.p50_ms:.4g} ms"), fmt=lambda v: f"{v:.2f}x"),
         Rule("max_accuracy_drop", "max", "accuracy drop",
              lambda m, b: m.accuracy_drop, _drop, _acc_explain, needs_accuracy=True),
         Rule("min_accuracy", "min", "accuracy",
              lambda m, b: m.metric, _metric_value, _acc_explain, needs_accuracy=True),
+        Rule("require_full_delegation", "min", "GPU delegation",
+             _delegation, _bool, _delegation_explain,
+             fmt=lambda v: "full" if v >= 1.0 else "not full"),
+        Rule("min_edgetpu_op_fraction", "min", "Edge TPU op fraction",
+             _edgetpu_fraction, _fraction, _edgetpu_explain),
     )
 }
 
@@ -170,8 +218,10 @@ def violations(m: "Measurement", budgets: Mapping[str, Any]) -> list[Violation]:
             what = f"latency p{_pct(m, budgets):g}" if key == "max_latency_ms" else rule.what
             if rule.needs_accuracy and key == "min_accuracy":
                 what = m.metric_name
-            found.append(Violation(key, value, float(budget), (
-                f"{m.variant} on {m.where}: {what} {rule.fmt(value)} {sign} {rule.fmt(float(budget))} "
-                f"({rule.explain(m, budgets)})"
-            )))
+            if key == "require_full_delegation":
+                text = f"{m.variant} on {m.where}: full GPU delegation required, but {rule.explain(m, budgets)}"
+            else:
+                text = (f"{m.variant} on {m.where}: {what} {rule.fmt(value)} {sign} {rule.fmt(float(budget))} "
+                        f"({rule.explain(m, budgets)})")
+            found.append(Violation(key, value, float(budget), text))
     return found

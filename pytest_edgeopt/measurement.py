@@ -7,6 +7,7 @@ never stored separately, so they cannot disagree with the raw figures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import budgets as _budgets
@@ -37,6 +38,8 @@ class Measurement:
     observation: Observation
     baseline: Observation
     outcomes: list[BudgetOutcome] = field(default_factory=list)
+    #: The variant's ``.tflite`` (for analyses made on demand, e.g. Edge TPU compatibility).
+    model_path: Path | None = None
 
     # -- identity -----------------------------------------------------------------
     @property
@@ -104,6 +107,24 @@ class Measurement:
     def extras(self) -> dict[str, Any]:
         return dict(self.observation.extras)
 
+    @property
+    def edgetpu_op_fraction(self) -> float | None:
+        """Fraction (0..1) of the model's ops that would run on an Edge TPU: from the Edge
+        TPU target's analysis, or analysed from the file on any other target."""
+        analysis = self.observation.extras.get("edgetpu_analysis")
+        if analysis and analysis.get("edgetpu_op_fraction") is not None:
+            return float(analysis["edgetpu_op_fraction"])
+        if self.model_path is None:
+            return None
+        from .edgetpu_compat import edgetpu_op_fraction
+
+        return edgetpu_op_fraction(self.model_path)
+
+    @property
+    def delegation(self) -> str | None:
+        """GPU delegation outcome on Android (``full``, ``partial``, ``none``), else None."""
+        return self.observation.extras.get("delegation")
+
     # -- budgets ----------------------------------------------------------------------
     def violations(self, **budgets: Any) -> list[_budgets.Violation]:
         """The budgets missed, without raising (records the outcome)."""
@@ -160,6 +181,7 @@ class Measurement:
             "baseline": self.baseline.to_dict(),
             "derived": self.summary(),
             "budget_checks": [o.to_dict() for o in self.outcomes],
+            "model_path": str(self.model_path) if self.model_path else None,
         }
 
     @classmethod
@@ -168,4 +190,5 @@ class Measurement:
             BudgetOutcome(o["budgets"], tuple(_budgets.Violation(**v) for v in o["violations"]))
             for o in d.get("budget_checks", [])
         ]
-        return cls(Observation.from_dict(d), Observation.from_dict(d["baseline"]), outcomes)
+        return cls(Observation.from_dict(d), Observation.from_dict(d["baseline"]), outcomes,
+                   Path(d["model_path"]) if d.get("model_path") else None)

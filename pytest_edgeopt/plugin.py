@@ -20,7 +20,8 @@ from .builder import BuiltVariant
 from .measurement import Measurement
 from .model import ModelError, ModelUnderTest
 from .session import EdgeoptSession, Settings
-from .targets.base import HOST, TARGET_NAMES, Device, Discovery, LatencySettings, TargetError, TargetUnavailable
+from .targets.base import (HOST, TARGET_NAMES, Device, Discovery, LatencySettings, ModelIncompatible, TargetError,
+                           TargetUnavailable)
 from .variants.registry import VARIANTS, VariantBuildError, VariantUnavailable, check_options
 from . import report
 
@@ -122,6 +123,67 @@ _SETTINGS = (
 )
 
 
+def parse_edgetpu_device(value: str) -> str:
+    from .targets.edgetpu import parse_device
+
+    try:
+        return parse_device(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_adb(value: str) -> str:
+    from .adb_server import parse_adb_address
+
+    try:
+        host, port = parse_adb_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_serial(value: str) -> str:
+    from .targets.android import validate_serial
+
+    try:
+        return validate_serial(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_affinity(value: str) -> str:
+    from .targets.android import validate_affinity_mask
+
+    try:
+        return validate_affinity_mask(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# Target options: (option, ini name, converter, repeatable, default, help). The ini twin of a
+# repeatable option is a whitespace-separated list.
+_TARGET_SETTINGS = (
+    ("--edgeopt-adb", "edgeopt_adb", parse_adb, False, None,
+     "adb server for the Android targets as HOST:PORT (default: ANDROID_ADB_SERVER_PORT, else 127.0.0.1:5037)"),
+    ("--edgeopt-serial", "edgeopt_serial", parse_serial, True, (),
+     "Android device serial to run on (repeatable; default every device in state 'device')"),
+    ("--edgeopt-benchmark-model", "edgeopt_benchmark_model", str, False, None,
+     "Host path of TFLite's benchmark_model built for the devices' ABI (pushed once per device)"),
+    ("--edgeopt-android-threads", "edgeopt_android_threads", _positive_int, False, None,
+     "benchmark_model --num_threads on Android (default: --edgeopt-threads)"),
+    ("--edgeopt-affinity", "edgeopt_affinity", parse_affinity, False, None,
+     "CPU affinity mask in hex for taskset on Android, e.g. f0 for the big cores"),
+    ("--edgeopt-step-timeout", "edgeopt_step_timeout", _seconds, False, 300.0,
+     "Seconds one adb step (push, benchmark run, pull) may take before it is an error (default 300)"),
+    ("--edgeopt-edgetpu", "edgeopt_edgetpu", parse_edgetpu_device, True, (),
+     "Edge TPU to run on: usb, usb:N, pci, pci:N or :N (repeatable; default every one found)"),
+    ("--edgeopt-edgetpu-compiler", "edgeopt_edgetpu_compiler", str, False, None,
+     "Path of edgetpu_compiler (default: edgetpu_compiler on PATH)"),
+    ("--edgeopt-edgetpu-library", "edgeopt_edgetpu_library", str, False, "libedgetpu.so.1",
+     "The Edge TPU runtime library to load as a TFLite delegate (default libedgetpu.so.1)"),
+)
+
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import hookspec
 
@@ -135,6 +197,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                    "--edgeopt-cache-dir": "DIR", "--edgeopt-json": "PATH"}.get(opt, "N")
         group.addoption(opt, dest=ini, type=conv, default=None, metavar=metavar, help=help_text)
         parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="string", default=None)
+    for opt, ini, conv, repeat, _default, help_text in _TARGET_SETTINGS:
+        metavar = {"edgeopt_adb": "HOST:PORT", "edgeopt_serial": "SERIAL", "edgeopt_edgetpu": "DEVICE",
+                   "edgeopt_android_threads": "N", "edgeopt_affinity": "HEX", "edgeopt_step_timeout": "S"}.get(ini, "PATH")
+        group.addoption(opt, dest=ini, type=conv, default=None, metavar=metavar, help=help_text,
+                        action="append" if repeat else "store")
+        parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="args" if repeat else "string",
+                      default=[] if repeat else None)
     group.addoption("--edgeopt-rebuild", action="store_true", default=False,
                     help="Ignore the variant cache and build every variant again (the cache is refreshed)")
 
@@ -154,6 +223,22 @@ def _setting(config: pytest.Config, ini: str) -> Any:
         raise pytest.UsageError(f"ini {ini} = {raw!r}: {exc}") from None
 
 
+def _target_options(config: pytest.Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for _opt, ini, conv, repeat, default, _help in _TARGET_SETTINGS:
+        value = config.getoption(ini)
+        if value is None:
+            raw = config.getini(ini)
+            try:
+                value = [conv(str(v)) for v in raw] if repeat else (conv(str(raw)) if raw not in (None, "") else None)
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"ini {ini} = {raw!r}: {exc}") from None
+        if value in (None, []):
+            value = default
+        out[ini.removeprefix("edgeopt_")] = tuple(value) if repeat else value
+    return out
+
+
 def settings_from_config(config: pytest.Config) -> Settings:
     cache = _setting(config, "edgeopt_cache_dir")
     json_path = _setting(config, "edgeopt_json")
@@ -170,6 +255,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
             min_time_s=_setting(config, "edgeopt_min_time"),
             threads=_setting(config, "edgeopt_threads"),
         ),
+        target_options=_target_options(config),
     )
 
 
@@ -214,17 +300,47 @@ def _make_target(config: pytest.Config, name: str, device: Device):
 # -- built-in targets, through the same hooks a conftest can implement ------------------------
 @pytest.hookimpl(trylast=True)
 def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | None:
+    options = config.stash[SESSION].settings.target_options
     if target == "cpu":
         return Discovery((HOST,))
+    if target in ("android_gpu", "android_cpu"):
+        from .targets.android import discover_android
+
+        found = config.stash[DISCOVERED].get("android")
+        if found is None:  # one discovery serves both Android targets
+            found = config.stash[DISCOVERED]["android"] = discover_android(options["adb"], options["serial"])
+        return found
+    if target == "edgetpu":
+        from .targets.edgetpu import discover_edgetpu
+
+        return discover_edgetpu(options["edgetpu"], library=options["edgetpu_library"])
     return None
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device):
+    settings = config.stash[SESSION].settings
+    options = settings.target_options
     if name == "cpu":
         from .targets.cpu import CpuTarget
 
-        return CpuTarget(name, device, threads=config.stash[SESSION].settings.latency.threads)
+        return CpuTarget(name, device, threads=settings.latency.threads)
+    if name in ("android_gpu", "android_cpu"):
+        from .targets.android import AndroidTarget
+
+        if not options["benchmark_model"]:
+            raise TargetUnavailable(
+                "no benchmark_model binary for the device: build or download TFLite's Android benchmark_model "
+                "for its ABI and pass --edgeopt-benchmark-model=PATH (or ini edgeopt_benchmark_model)")
+        return AndroidTarget(name, device, adb=options["adb"], benchmark_model=Path(options["benchmark_model"]),
+                             gpu=name == "android_gpu", threads=options["android_threads"] or settings.latency.threads,
+                             affinity_mask=options["affinity"], step_timeout_s=options["step_timeout"])
+    if name == "edgetpu":
+        from .targets.edgetpu import EdgeTpuTarget
+
+        return EdgeTpuTarget(device, name=name, library=options["edgetpu_library"],
+                             compiler=options["edgetpu_compiler"], cache_dir=settings.cache_dir,
+                             threads=settings.latency.threads)
     return None
 
 
@@ -423,9 +539,11 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
     try:
         target = session.target(case.target, case.device)
         m = session.measure(mut, optimized_model, target)
+    except ModelIncompatible as exc:  # the variant's fault, not a missing device: never "required"
+        pytest.skip(f"{case.variant} on {case.target}: {exc}")
     except TargetUnavailable as exc:
         (pytest.fail if required else pytest.skip)(
-            f"{case.target}: {exc}" + (" (required by --edgeopt-require)" if required else ""))
+            f"{case.variant} on {case.target}: {exc}" + (" (required by --edgeopt-require)" if required else ""))
     except (TargetError, ModelError, VariantBuildError) as exc:
         pytest.fail(f"{mut.name} {case.variant} on {case.target}: {exc}", pytrace=False)
     except VariantUnavailable as exc:
@@ -463,7 +581,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if rep.skipped and isinstance(rep.longrepr, tuple):
             reason = rep.longrepr[2].removeprefix("Skipped: ")
         elif rep.failed:
-            reason = str(getattr(rep.longrepr, "reprcrash", None) and rep.longrepr.reprcrash.message or rep.longrepr)
+            crash = getattr(rep.longrepr, "reprcrash", None)
+            reason = crash.message if crash is not None else str(rep.longrepr)
+            for prefix in ("pytest_edgeopt.budgets.BudgetExceeded: ", "Failed: "):
+                reason = reason.removeprefix(prefix)
         builder = item.config.stash[SESSION].builder
         # A plain dict: it travels from xdist workers to the controller with the report.
         rep.edgeopt = {**record, "test": item.nodeid, "outcome": rep.outcome, "reason": reason,

@@ -37,7 +37,10 @@ def merge(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         # The fp32 baseline every measurement was compared with gets a row of its own.
         m = r.get("measurement")
         if m and m["variant"] != "fp32":
-            base = {"model": r.get("model"), "variant": "fp32", "target": r.get("target"), "device": r.get("device")}
+            b = m["baseline"]
+            dev = b.get("device") or {}
+            base = {"model": r.get("model"), "variant": "fp32", "target": b["target"],
+                    "device": dev.get("label") or dev.get("id")}
             key = _row_key(base)
             if key not in rows:
                 rows[key] = {**base, "tests": 0, "failed": 0, "skipped": 0, "baseline_only": True,

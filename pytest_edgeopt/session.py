@@ -3,7 +3,7 @@ measurements made so far (each variant measured once per target, fp32 once per t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -13,7 +13,7 @@ from .measure import observe
 from .measurement import Measurement
 from .model import ModelUnderTest
 from .results import Observation
-from .targets.base import Device, LatencySettings, Target
+from .targets.base import HOST, Device, LatencySettings, ModelIncompatible, Target
 from .variants.registry import BASELINE
 
 
@@ -29,6 +29,9 @@ class Settings:
     rebuild: bool
     json_path: Path | None
     latency: LatencySettings
+    #: Target-specific settings by option name without the ``edgeopt_`` prefix
+    #: (``edgetpu``: device strings, ``edgetpu_library``, ``adb``, ``serial``...).
+    target_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,7 @@ class Settings:
                 "min_time_s": self.latency.min_time_s, "max_time_s": self.latency.max_time_s,
                 "threads": self.latency.threads,
             },
+            "target_options": dict(self.target_options),
         }
 
 
@@ -90,9 +94,17 @@ class EdgeoptSession:
     def measure(self, mut: ModelUnderTest, built: BuiltVariant, target: Target) -> Measurement:
         """``built`` on ``target`` compared with fp32 measured on the same target."""
         base_built = built if built.name == BASELINE else self.build(mut, BASELINE)
-        baseline = self.observe(mut, base_built, target)
-        obs = baseline if built.key == base_built.key else self.observe(mut, built, target)
-        return Measurement(obs, baseline)
+        if built.key == base_built.key:
+            obs = self.observe(mut, built, target)
+            return Measurement(obs, obs, model_path=built.path)
+        obs = self.observe(mut, built, target)
+        try:
+            baseline = self.observe(mut, base_built, target)
+        except ModelIncompatible:
+            # fp32 cannot run here (an Edge TPU takes integer models only): compare with fp32
+            # on the host CPU, and say so in the figures (baseline target "cpu").
+            baseline = self.observe(mut, base_built, self.target("cpu", HOST))
+        return Measurement(obs, baseline, model_path=built.path)
 
     def close(self) -> None:
         for target in self._targets.values():

@@ -100,3 +100,23 @@ def test_measurement_round_trips_through_a_dict(int8: Measurement) -> None:
     assert again.summary() == int8.summary()
     assert again.latency.samples_us == int8.latency.samples_us
     assert [o.to_dict() for o in again.outcomes] == [o.to_dict() for o in int8.outcomes]
+
+
+def test_full_delegation_budget_reads_the_android_outcome() -> None:
+    dev = {"kind": "android", "id": "emu", "label": "emu"}
+    base = obs("fp32", 40, 40, 100.0, 0.95, dev)
+    partial = obs("int8", 10, 10, 50.0, 0.9, dev)
+    partial = Observation(**{**partial.to_dict(), "latency": partial.latency, "accuracy": partial.accuracy,
+                             "extras": {"delegation": "partial", "delegate_kernels": 3}})
+    m = Measurement(partial, base)
+    m.check(require_full_delegation=False)
+    with pytest.raises(BudgetExceeded, match=r"^int8 on cpu/emu: full GPU delegation required, but the graph is "
+                                             r"partially delegated \(3 delegate kernels\)$"):
+        m.check(require_full_delegation=True)
+    with pytest.raises(BudgetError, match="require_full_delegation=1 must be True or False"):
+        m.check(require_full_delegation=1)
+
+
+def test_full_delegation_budget_on_a_target_without_delegation_is_explained(int8: Measurement) -> None:
+    with pytest.raises(BudgetError, match="applies to the android_gpu target"):
+        int8.check(require_full_delegation=True)

@@ -32,6 +32,15 @@ class TargetUnavailable(Exception):
     """
 
 
+class ModelIncompatible(TargetUnavailable):
+    """This model cannot run on this target at all (a float model on an Edge TPU).
+
+    The variant's fault, not the device's: the item skips with the reasons even when the
+    target is required, and an fp32 baseline that cannot run on the target is measured on
+    the host CPU instead.
+    """
+
+
 class TargetError(Exception):
     """A target failed while running a model (device offline, tool crashed, timeout).
 
