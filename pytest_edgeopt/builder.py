@@ -52,6 +52,9 @@ class BuiltVariant:
     from_cache: bool
     key: str
 
+    def __repr__(self) -> str:
+        return f"BuiltVariant({self.model} {self.name}: {self.size_bytes:,} B, {'cached' if self.from_cache else 'built'})"
+
     def read_bytes(self) -> bytes:
         return self.path.read_bytes()
 

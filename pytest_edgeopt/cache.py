@@ -69,8 +69,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, compact: bool = False) -> None:
+    """JSON written atomically; ``compact`` drops the indentation (results with raw samples)."""
+    text = json.dumps(obj, sort_keys=True, default=str, **({"separators": (",", ":")} if compact else {"indent": 2}))
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,11 @@ class Measurement:
     #: The variant's ``.tflite`` (for analyses made on demand, e.g. Edge TPU compatibility).
     model_path: Path | None = None
 
+    def __repr__(self) -> str:
+        metric = "" if self.metric is None else f", {self.metric_name} {self.metric:.3f}"
+        return (f"Measurement({self.variant} on {self.where}: {self.size_bytes:,} B, "
+                f"p50 {self.latency.p50_ms:.4g} ms{metric})")
+
     # -- identity -----------------------------------------------------------------
     @property
     def variant(self) -> str:

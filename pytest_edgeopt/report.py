@@ -157,8 +157,9 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
     t = totals(records)
     lines += ["", f"variants: {t['variants_built']} built, {t['variants_from_cache']} from the cache; "
               f"build phase {t['build_phase_s']:.2f} s"]
-    lines += ["result 'base': the fp32 baseline the variants were compared with (no test of its own);",
-              "size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
+    if any(r["result"] == "base" for r in rows):
+        lines.append("result 'base': the fp32 baseline the variants were compared with (no test of its own)")
+    lines += ["size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
     return lines
 
 
@@ -186,4 +187,4 @@ def write_json(path: Path, records: list[Mapping[str, Any]], settings: Mapping[s
         "totals": totals(records),
         "measurements": sorted(records, key=lambda r: (_row_key(r), r["test"])),
     }
-    atomic_write_json(Path(path), doc)
+    atomic_write_json(Path(path), doc, compact=True)

@@ -43,6 +43,7 @@ class Settings:
             "latency": {
                 "warmup": self.latency.warmup, "min_samples": self.latency.min_samples,
                 "min_time_s": self.latency.min_time_s, "max_time_s": self.latency.max_time_s,
+                "max_samples": self.latency.max_samples,
                 "threads": self.latency.threads,
             },
             "target_options": dict(self.target_options),

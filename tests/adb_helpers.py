@@ -55,7 +55,9 @@ class AdbServer:
         self.port = port or free_port()
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "HOME": str(self.home)}
+        # No mDNS (no LAN traffic), no USB scan, no emulator-port scan (5555-5585): this
+        # server sees only the devices a test connects (AOSP adb client/main.cpp).
+        self.env = {**os.environ, "HOME": str(self.home), "ADB_MDNS": "0", "ADB_USB": "0", "ADB_EMU": "0"}
         self.env.pop("ANDROID_ADB_SERVER_PORT", None)
         self.env.pop("ANDROID_SERIAL", None)
 

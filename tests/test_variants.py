@@ -321,6 +321,20 @@ def test_pruned_and_clustered_models_are_shared_within_the_process(built: dict[s
     assert not any("epoch" in ln for ln in built["clustered_int8"].progress)
 
 
+def test_fine_tuning_is_reproducible_and_leaves_the_random_state_alone(built: dict[str, Built],
+                                                                      mut: ModelUnderTest, tmp_path: Path) -> None:
+    keras = tfenv.import_keras()
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    before = keras.layers.Dense(1).name
+    again = build(mut, "qat_int8", tmp_path)  # a fresh memo: fine-tuned again from the start
+    assert again == variant(built, "qat_int8")
+    assert np.random.rand() == expected
+    number = int(before.rpartition("_")[2] or 0) if "_" in before else 0
+    assert keras.layers.Dense(1).name == f"dense_{number + 1}"  # the user's layer names go on
+
+
 def test_builds_leave_the_users_model_alone(built: dict[str, Built], trained: Any,
                                             weights_before: list[np.ndarray]) -> None:
     assert [type(layer).__name__ for layer in trained.layers] == ["Conv2D", "Flatten", "Dense", "Dense"]

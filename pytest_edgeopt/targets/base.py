@@ -106,13 +106,16 @@ class LatencyResult:
 @dataclass(frozen=True, slots=True)
 class LatencySettings:
     """How long to time: warm-up invokes, then timed invokes until both ``min_samples``
-    and ``min_time_s`` are reached (or ``max_time_s`` passes), with ``threads`` threads."""
+    and ``min_time_s`` are reached, or ``max_samples`` samples or ``max_time_s`` seconds
+    (whichever first), with ``threads`` threads. The sample cap keeps saved runs small for
+    models that take microseconds: 5,000 samples already pin the median tightly."""
 
     warmup: int = 10
     min_samples: int = 100
     min_time_s: float = 0.2
     max_time_s: float = 10.0
     threads: int = 1
+    max_samples: int = 5000
 
 
 @runtime_checkable

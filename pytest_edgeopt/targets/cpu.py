@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..results import LatencyStats
 from ..tensors import ModelIO, outputs_to_float, to_model_input
+from ..timing import time_invokes
 from .base import HOST, Device, LatencyResult, LatencySettings, TargetError
 
 #: Eval samples per invoke when the model accepts a resized batch axis.
@@ -68,29 +68,11 @@ class CpuTarget:
         io = ModelIO.of_interpreter(interp)
         for spec, x in zip(io.inputs, sample_input(io, np.random.default_rng(0))):
             interp.set_tensor(spec.index, x)
-        invoke = interp.invoke
-        clock = time.perf_counter_ns
-        t0 = clock()
-        invoke()
-        first_ns = clock() - t0
-        for _ in range(settings.warmup):
-            invoke()
-        samples: list[int] = []
-        min_ns = int(settings.min_time_s * 1e9)
-        max_ns = int(settings.max_time_s * 1e9)
-        start = clock()
-        while True:
-            t0 = clock()
-            invoke()
-            t1 = clock()
-            samples.append(t1 - t0)
-            elapsed = t1 - start
-            if (len(samples) >= settings.min_samples and elapsed >= min_ns) or elapsed >= max_ns:
-                break
+        timed = time_invokes(interp.invoke, settings)
         return LatencyResult(
-            stats=LatencyStats(tuple(s / 1000.0 for s in samples)),
+            stats=timed.stats,
             init_ms=init_ns / 1e6,
-            first_inference_ms=first_ns / 1e6,
+            first_inference_ms=timed.first_ms,
             extras={"op_resolver": resolver, "threads": settings.threads},
         )
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..edgetpu_compat import EdgeTpuIncompatible, EdgeTpuReport, analyze
 from ..edgetpu_compiler import INSTALL_HINT, CompileCache, CompileLog, find_compiler
-from ..results import LatencyStats
+from ..timing import time_invokes
 from ..tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
 from .base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable
 
@@ -332,32 +332,17 @@ class EdgeTpuTarget:
             rng = np.random.default_rng(0)
             for spec in io.inputs:
                 interp.set_tensor(spec.index, _sample(spec, rng))
-            invoke = interp.invoke
-            t0 = clock()
-            invoke()  # loads the parameters into the Edge TPU: timed on its own
-            first_ns = clock() - t0
-            for _ in range(settings.warmup):
-                invoke()
-            samples: list[int] = []
-            min_ns, max_ns = int(settings.min_time_s * 1e9), int(settings.max_time_s * 1e9)
-            start = clock()
-            while True:
-                t0 = clock()
-                invoke()
-                t1 = clock()
-                samples.append(t1 - t0)
-                elapsed = t1 - start
-                if (len(samples) >= settings.min_samples and elapsed >= min_ns) or elapsed >= max_ns:
-                    break
+            # The first invoke loads the parameters into the Edge TPU: timed on its own.
+            timed = time_invokes(interp.invoke, settings)
         except RuntimeError as e:
             raise TargetError(f"invoke failed on Edge TPU {self.device.id}: {e}") from e
         finally:
             del interp
             del delegate
         return LatencyResult(
-            stats=LatencyStats(tuple(s / 1000.0 for s in samples)),
+            stats=timed.stats,
             init_ms=init_ns / 1e6,
-            first_inference_ms=first_ns / 1e6,
+            first_inference_ms=timed.first_ms,
             extras=self._extras(prepared, settings.threads),
         )
 

@@ -10,6 +10,7 @@ post-training quantization guide. The int8/int16 recipes calibrate on
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -165,9 +166,12 @@ def read_float_tflite(path: Path) -> bytes:
     try:
         interpreter = Interpreter(model_content=data)
     except (ValueError, RuntimeError) as exc:
-        raise VariantBuildError(
-            f"{path} is corrupt or truncated: LiteRT cannot read it ({str(exc).strip() or type(exc).__name__}). "
-            "Export the float .tflite again") from None
+        reason = str(exc).strip() or type(exc).__name__
+        if re.search(r"not a valid flatbuffer|identifier|out of range|truncat|verif", reason, re.IGNORECASE):
+            raise VariantBuildError(
+                f"{path} is corrupt or truncated: LiteRT cannot read it ({reason}). Export the float "
+                ".tflite again") from None
+        raise VariantBuildError(f"LiteRT cannot load {path}: {reason}") from None
     for role, details in (("input", interpreter.get_input_details()), ("output", interpreter.get_output_details())):
         for d in details:
             dtype = np.dtype(d["dtype"])

@@ -21,7 +21,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "sparsity": 0.8,  # final fraction of zero weights for pruning
     "clusters": 16,  # number of weight clusters per layer
     "finetune_epochs": 2,  # epochs of fine-tuning for QAT / pruning / clustering
-    "learning_rate": 1e-4,  # Adam learning rate for fine-tuning
+    "learning_rate": 1e-3,  # Adam learning rate for fine-tuning (Keras' default, as in the tfmot guides)
     "batch_size": 32,  # fine-tuning batch size
     "loss": None,  # Keras loss for fine-tuning; None: the model's compiled loss, else inferred from labels
     "seed": 0,  # seed for fine-tuning and cluster initialisation

@@ -20,8 +20,11 @@ variants that start from them (copied before being wrapped again).
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import random
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -29,8 +32,7 @@ from .registry import BuildContext, VariantBuildError, VariantUnavailable
 
 _TRAIN_KNOBS = ("finetune_epochs", "learning_rate", "batch_size", "loss", "seed")
 
-# What each tfmot tool does to a layer, for messages.
-_VERBS = {"quantize": "quantize", "prune": "prune", "cluster": "cluster"}
+# How to make a layer acceptable to each tfmot tool, for error messages.
 _FIXES = {
     "quantize": "give it a QuantizeConfig (tfmot.quantization.keras.quantize_annotate_layer) or "
                 "replace it with built-in Keras layers",
@@ -46,7 +48,7 @@ _FIXES = {
 def build_qat_int8(ctx: BuildContext) -> bytes:
     tfmot = _tfmot()
     model = _fresh_model(ctx)
-    ctx.progress(f"{ctx.spec.name}: quantization-aware training")
+    ctx.progress(f"{ctx.spec.name}: quantization-aware training phase")
     qat = _wrap(ctx, "quantize", model, lambda: tfmot.quantization.keras.quantize_model(model))
     _finetune(ctx, qat)
     return _convert(ctx, "qat", qat)
@@ -70,14 +72,11 @@ def build_clustered_int8(ctx: BuildContext) -> bytes:
 
 def build_pqat_int8(ctx: BuildContext) -> bytes:
     tfmot = _tfmot()
-    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-        default_8bit_prune_preserve_quantize_scheme as pqat)
-
     base = _copy(pruned_model(ctx))
     ctx.progress(f"{ctx.spec.name}: pruning-preserving quantization-aware training phase")
     qat = _wrap(ctx, "quantize", base, lambda: tfmot.quantization.keras.quantize_apply(
         tfmot.quantization.keras.quantize_annotate_model(base),
-        pqat.Default8BitPrunePreserveQuantizeScheme()))
+        tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()))
     _finetune(ctx, qat)
     return _convert(ctx, "qat", qat)
 
@@ -170,8 +169,8 @@ def cluster(ctx: BuildContext, model: Any, preserve_sparsity: bool) -> Any:
             cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
             preserve_sparsity=preserve_sparsity)
 
-    _seed(ctx)
-    clustered = _wrap(ctx, "cluster", model, lambda: keras.models.clone_model(model, clone_function=wrap))
+    with _seeded(ctx):
+        clustered = _wrap(ctx, "cluster", model, lambda: keras.models.clone_model(model, clone_function=wrap))
     if skipped:
         ctx.progress(f"{ctx.spec.name}: left {', '.join(skipped)} unclustered (too few distinct "
                      f"{'non-zero ' if preserve_sparsity else ''}weights for {clusters} clusters)")
@@ -235,14 +234,11 @@ def pruning_schedule(tfmot: Any, sparsity: float, steps: int) -> Any:
 
 def _cluster_preserving_qat(ctx: BuildContext, clustered: Any, preserve_sparsity: bool) -> Any:
     tfmot = _tfmot()
-    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
-        default_8bit_cluster_preserve_quantize_scheme as cqat)
-
     what = "sparsity- and cluster-preserving" if preserve_sparsity else "cluster-preserving"
     ctx.progress(f"{ctx.spec.name}: {what} quantization-aware training phase")
     qat = _wrap(ctx, "quantize", clustered, lambda: tfmot.quantization.keras.quantize_apply(
         tfmot.quantization.keras.quantize_annotate_model(clustered),
-        cqat.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve_sparsity)))
+        tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve_sparsity)))
     _finetune(ctx, qat)
     return qat
 
@@ -334,10 +330,29 @@ def _steps(ctx: BuildContext) -> int:
     return int(ctx.options["finetune_epochs"]) * batches
 
 
-def _seed(ctx: BuildContext) -> None:
-    from .tfenv import import_keras
+@contextlib.contextmanager
+def _seeded(ctx: BuildContext) -> Iterator[None]:
+    """Seed Python, NumPy and TensorFlow with the ``seed`` knob for the duration, then put
+    back the user's random state (so a warm cache and a cold one leave the test's random
+    numbers the same)."""
+    from .tfenv import import_keras, import_tf
 
+    tf = import_tf()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        from tensorflow.python.eager import context as eager_context
+
+        tf_seed = eager_context.global_seed()
+    except Exception:  # private API moved: leave TensorFlow seeded
+        tf_seed = ...
     import_keras().utils.set_random_seed(int(ctx.options["seed"]))
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        if tf_seed is not ...:
+            tf.random.set_seed(tf_seed)
 
 
 def _finetune(ctx: BuildContext, model: Any, callbacks: list[Any] | tuple[Any, ...] = ()) -> None:
@@ -348,12 +363,11 @@ def _finetune(ctx: BuildContext, model: Any, callbacks: list[Any] | tuple[Any, .
     x, y = _train_arrays(ctx)
     loss, metrics = _loss(ctx)
     epochs = int(ctx.options["finetune_epochs"])
-    _seed(ctx)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(ctx.options["learning_rate"])),
                   loss=loss, metrics=metrics)
     progress = _progress_callback(keras, ctx.progress, ctx.spec.name, epochs)
     try:
-        with quiet_warnings():
+        with quiet_warnings(), _seeded(ctx):
             model.fit(x, y, epochs=epochs, batch_size=int(ctx.options["batch_size"]), shuffle=True,
                       verbose=0, callbacks=[*callbacks, progress])
     except Exception as exc:
@@ -382,6 +396,7 @@ def _fresh_model(ctx: BuildContext) -> Any:
     from .tfenv import load_keras_model
 
     _tfmot()  # VariantUnavailable first, if tfmot cannot work with tf_keras here
+    _loss(ctx)  # ... or if there is no train data or no loss to fine-tune with
     return load_keras_model(ctx.mut.source, ctx.memo, ctx.mut.fingerprint)
 
 
@@ -408,7 +423,7 @@ def _wrap(ctx: BuildContext, tool: str, model: Any, wrap: Callable[[], Any]) -> 
     from .tfenv import first_line, quiet_warnings
 
     try:
-        with quiet_warnings():
+        with quiet_warnings(), _layer_names_from_zero():
             return wrap()
     except Exception as exc:
         message = str(exc)
@@ -416,13 +431,35 @@ def _wrap(ctx: BuildContext, tool: str, model: Any, wrap: Callable[[], Any]) -> 
         raise VariantBuildError(_unwrappable_message(ctx, tool, culprits, first_line(exc))) from None
 
 
+@contextlib.contextmanager
+def _layer_names_from_zero() -> Iterator[None]:
+    """Auto-named layers created inside (tfmot's ``quantize_layer``...) get the same names
+    in every build, whatever was built before in the process, so a rebuild gives the same
+    bytes; the user's own name counters are put back afterwards."""
+    try:
+        from tf_keras.src import backend
+
+        uids = backend.PER_GRAPH_OBJECT_NAME_UIDS
+        saved = {graph: dict(counts) for graph, counts in uids.items()}
+    except Exception:  # tf_keras internals moved: names may then differ between builds
+        yield
+        return
+    uids.clear()
+    try:
+        yield
+    finally:
+        uids.clear()
+        for graph, counts in saved.items():
+            uids[graph] = collections.defaultdict(int, counts)
+
+
 def _unwrappable_message(ctx: BuildContext, tool: str, culprits: list[Any], cause: str | None) -> str:
     cause_text = f" (tfmot: {cause})" if cause else ""
     if not culprits:
-        return f"{ctx.spec.name}: tfmot cannot {_VERBS[tool]} {ctx.mut.name!r}{cause_text}"
+        return f"{ctx.spec.name}: tfmot cannot {tool} {ctx.mut.name!r}{cause_text}"
     names = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in culprits)
     noun = "layer" if len(culprits) == 1 else "layers"
-    return (f"{ctx.spec.name}: tfmot cannot {_VERBS[tool]} {noun} {names} of {ctx.mut.name!r}: "
+    return (f"{ctx.spec.name}: tfmot cannot {tool} {noun} {names} of {ctx.mut.name!r}: "
             f"{_FIXES[tool]}, or leave {ctx.spec.name} out of this model's variants.{cause_text}")
 
 

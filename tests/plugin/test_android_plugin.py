@@ -55,7 +55,7 @@ def project(pytester: pytest.Pytester, digits_model_path: Path, tensorflow_loade
             tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
     cache = tmp_path_factory.getbasetemp() / "edgeopt-android-cache"
     pytester.makeconftest(CONFTEST.format(model=str(digits_model_path)))
-    pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {cache}\n")
+    pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {cache}\nedgeopt_min_time = 0.05\nedgeopt_min_samples = 20\n")
     return pytester
 
 

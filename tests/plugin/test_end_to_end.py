@@ -47,7 +47,7 @@ def run_json(p: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict]:
 
 
 def test_budgets_pass_and_every_figure_is_reported(project: pytest.Pytester) -> None:
-    project.makepyfile(test_budgets="""
+    project.makepyfile(test_e2e_budgets="""
         import pytest
         @pytest.mark.edgeopt_variants("float16", "int8", "dynamic_range")
         @pytest.mark.cpu
@@ -85,7 +85,7 @@ def test_budgets_pass_and_every_figure_is_reported(project: pytest.Pytester) -> 
 
 
 def test_budget_failure_message_names_value_budget_baseline_variant_and_target(project: pytest.Pytester) -> None:
-    project.makepyfile(test_fail="""
+    project.makepyfile(test_e2e_fail="""
         import pytest
         @pytest.mark.edgeopt_variants("int8")
         def test_strict(measurement):

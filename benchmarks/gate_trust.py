@@ -1,0 +1,222 @@
+"""Can the latency gate be trusted? Replay real runs of the example suite through it.
+
+    python benchmarks/gate_trust.py                # replay benchmarks/data/gate_trust_runs.json
+    python benchmarks/gate_trust.py --record       # first run the example suite --runs times (default 8)
+    python benchmarks/gate_trust.py --add A.json B.json   # add runs made elsewhere (--edgeopt-json files)
+
+Recording runs ``python -m pytest examples/digits --edgeopt-json=...`` (the variant cache
+makes each run take seconds) and keeps, per measurement, what the gate uses: the 32
+contiguous block medians the latency test reduces a run's samples to (a few KB per run
+instead of 10 MB of raw samples), the sample count and the raw p50.
+
+Replay, for every ordered pair (baseline run, current run) of distinct recorded runs:
+
+- unchanged: the current run as recorded, against the baseline -> every latency
+  regression reported is a false alarm;
+- slowed: the current run with every sample multiplied by ``--slowdown`` (1.10) -> every
+  measurement should be reported.
+
+Each comparison is :func:`pytest_edgeopt.compare.compare_runs` with ``latency:TOL%``, the
+between-run noise estimated (as the plugin does from saved runs) from the other recorded
+runs, and ``judge_identical=True`` (all recorded runs share the same cached model files,
+which the gate would otherwise rightly decline to judge). The replay stores block medians
+as the samples, so the test sees exactly what it sees in a session; only the p50 of the
+ratio is the median of the block medians instead of the raw median (within 0.3% here).
+
+Printed: the false alarm rate (target <= 1/100) and the detection rate (target >= 95/100)
+per measurement comparison, the share of run pairs with at least one false alarm, where
+the false alarms came from, and the same rates for two simpler tests, to show why the
+gate is built the way it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pytest_edgeopt.cache import atomic_write_json  # noqa: E402
+from pytest_edgeopt.compare import BLOCKS, block_medians, compare_runs, estimate_noise, observations  # noqa: E402
+from pytest_edgeopt.store import machine  # noqa: E402
+
+DATA = ROOT / "benchmarks" / "data" / "gate_trust_runs.json"
+SUITE = ["examples/digits", "-p", "no:cacheprovider", "-q"]
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- recording ------------------------------------------------------------------------------------
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the gate needs of one run: per measurement key, block medians (us), count, p50."""
+    out = {}
+    for key, obs in observations(doc).items():
+        samples = np.asarray(obs["latency"]["samples_us"], dtype=float)
+        out["/".join(key)] = {
+            "samples": int(samples.size),
+            "p50_us": round(float(np.median(samples)), 4),
+            "blocks_us": [round(float(x), 4) for x in block_medians(samples, BLOCKS)],
+        }
+    return {"created": doc.get("created"), "settings_latency": (doc.get("settings") or {}).get("latency"),
+            "measurements": out}
+
+
+def load_data(path: Path) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"schema": 1, "about": "latency block medians of real runs of examples/digits (benchmarks/gate_trust.py)",
+            "blocks": BLOCKS, "machine": machine(), "runs": []}
+
+
+def add_docs(data: dict[str, Any], docs: list[dict[str, Any]], path: Path) -> None:
+    for doc in docs:
+        data["runs"].append(summarize(doc))
+    data["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(path, data)
+    say(f"{len(data['runs'])} runs in {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+def record(n: int, extra: list[str]) -> list[dict[str, Any]]:
+    """Run the example suite ``n`` times (budget failures do not matter here)."""
+    docs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(1, n + 1):
+            out = Path(tmp) / f"run{i}.json"
+            say(f"recording run {i}/{n}: python -m pytest {' '.join(SUITE)} --edgeopt-json=...")
+            proc = subprocess.run([sys.executable, "-m", "pytest", *SUITE, f"--edgeopt-json={out}", *extra],
+                                  cwd=ROOT, capture_output=True, text=True)
+            if not out.exists():
+                raise SystemExit(f"run {i} wrote no JSON (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            docs.append(json.loads(out.read_text()))
+    return docs
+
+
+# -- replay ---------------------------------------------------------------------------------------
+def as_doc(run: dict[str, Any], slowdown: float = 1.0) -> dict[str, Any]:
+    """A run document whose samples are the recorded block medians (times ``slowdown``)."""
+    recs = []
+    for key, m in run["measurements"].items():
+        model, variant, target, device = key.split("/")
+        recs.append({"test": key, "outcome": "passed", "measurement": {
+            "model": model, "variant": variant, "target": target,
+            "device": {"kind": "host", "id": device, "label": None if device == "host" else device},
+            "size_bytes": 1, "compressed_size_bytes": 1, "accuracy": None, "recipe": {},
+            "latency": {"samples_us": [x * slowdown for x in m["blocks_us"]]}}})
+    return {"schema": 1, "settings": {"latency": run.get("settings_latency")}, "measurements": recs}
+
+
+def p50s(run: dict[str, Any]) -> dict[str, float]:
+    return {k: m["p50_us"] / 1000 for k, m in run["measurements"].items()}
+
+
+def replay(data: dict[str, Any], tol: float, slowdown: float, alpha: float) -> dict[str, Any]:
+    runs = data["runs"]
+    if len(runs) < 3:
+        raise SystemExit(f"need at least 3 recorded runs, have {len(runs)}: run with --record")
+    docs = [as_doc(r) for r in runs]
+    slowed = [as_doc(r, slowdown) for r in runs]
+    tolerance = [f"latency:{tol:g}%"]
+    fa = det = n = 0
+    pairs_with_fa = 0
+    sources: Counter[str] = Counter()
+    noises = []
+    simple = {"within-run only (noise 0)": [0, 0], "block Mann-Whitney U + ratio > tolerance": [0, 0]}
+    pairs = list(itertools.permutations(range(len(runs)), 2))
+    for done, (i, j) in enumerate(pairs, 1):
+        if done % 40 == 0:
+            say(f"replaying pair {done}/{len(pairs)}")
+        history = [p50s(r) for h, r in enumerate(runs) if h not in (i, j)]
+        noise = estimate_noise(history)
+        noises.append(noise)
+        same = compare_runs(docs[i], docs[j], tolerance, alpha=alpha, history=history, judge_identical=True)
+        slow = compare_runs(docs[i], slowed[j], tolerance, alpha=alpha, history=history, judge_identical=True)
+        n += sum(r.latency is not None for r in same.rows)
+        fa += len(same.regressions)
+        det += len(slow.regressions)
+        pairs_with_fa += bool(same.regressions)
+        for r in same.regressions:
+            sources[f"run {j + 1} {r.variant} ({100 * r.change:+.0f}%)"] += 1
+        for name, noise_ in (("within-run only (noise 0)", 0.0),):
+            simple[name][0] += len(compare_runs(docs[i], docs[j], tolerance, alpha=alpha, noise=noise_,
+                                                judge_identical=True).regressions)
+            simple[name][1] += len(compare_runs(docs[i], slowed[j], tolerance, alpha=alpha, noise=noise_,
+                                                judge_identical=True).regressions)
+        for k in runs[i]["measurements"]:
+            if k not in runs[j]["measurements"]:
+                continue
+            a = np.asarray(runs[i]["measurements"][k]["blocks_us"])
+            b = np.asarray(runs[j]["measurements"][k]["blocks_us"])
+            for idx, s in ((0, 1.0), (1, slowdown)):
+                simple["block Mann-Whitney U + ratio > tolerance"][idx] += _mwu_rule(a, b * s, tol, alpha)
+    return {"comparisons": n, "false_alarms": fa, "detected": det, "pairs": len(pairs),
+            "pairs_with_false_alarm": pairs_with_fa, "sources": sources, "noise": noises, "simple": simple}
+
+
+def _mwu_rule(a: np.ndarray, b: np.ndarray, tol: float, alpha: float) -> bool:
+    from scipy.stats import mannwhitneyu
+
+    p = mannwhitneyu(b, a, alternative="greater").pvalue
+    return bool(p < alpha and np.median(b) / np.median(a) > 1 + tol / 100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--record", action="store_true", help="run the example suite --runs times and add the runs")
+    ap.add_argument("--fresh", action="store_true", help="with --record: replace the recorded runs")
+    ap.add_argument("--runs", type=int, default=8, help="runs to record (default 8)")
+    ap.add_argument("--add", nargs="+", type=Path, default=[], metavar="JSON", help="add --edgeopt-json files as runs")
+    ap.add_argument("--data", type=Path, default=DATA, help=f"recorded runs (default {DATA.relative_to(ROOT)})")
+    ap.add_argument("--tolerance", type=float, default=5.0, help="latency tolerance in %% (default 5)")
+    ap.add_argument("--slowdown", type=float, default=1.10, help="factor of the slowed copies (default 1.10)")
+    ap.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments for --record (after --)")
+    args = ap.parse_args(argv)
+
+    data = load_data(args.data)
+    if args.record and args.fresh:
+        data["runs"] = []
+    if args.add:
+        add_docs(data, [json.loads(p.read_text()) for p in args.add], args.data)
+    if args.record or not data["runs"]:
+        add_docs(data, record(args.runs, args.pytest_args), args.data)
+
+    res = replay(data, args.tolerance, args.slowdown, args.alpha)
+    n = res["comparisons"]
+    fa_rate, det_rate = res["false_alarms"] / n, res["detected"] / n
+    noise = [x for x in res["noise"] if x is not None]
+    print(f"recorded runs: {len(data['runs'])} of examples/digits on {data['machine'].get('cpu_model')} "
+          f"({data['machine'].get('cores')} cores); {len(data['runs'][0]['measurements'])} measurements per run")
+    print(f"gate: latency:{args.tolerance:g}%, one-sided p < {args.alpha:g}, between-run noise estimated from the "
+          f"other runs: {100 * float(np.median(noise)):.1f}% (range {100 * min(noise):.1f}-{100 * max(noise):.1f}%)")
+    print(f"unchanged runs: {res['false_alarms']} false alarms in {n} comparisons = {100 * fa_rate:.2f}% "
+          f"(target <= 1%): {'MET' if fa_rate <= 0.01 else 'NOT MET'}")
+    print(f"slowed by {100 * (args.slowdown - 1):.0f}%: {res['detected']} detected in {n} comparisons = "
+          f"{100 * det_rate:.1f}% (target >= 95%): {'MET' if det_rate >= 0.95 else 'NOT MET'}")
+    print(f"run pairs with at least one false alarm: {res['pairs_with_false_alarm']} of {res['pairs']} "
+          f"({100 * res['pairs_with_false_alarm'] / res['pairs']:.0f}%)")
+    if res["sources"]:
+        top = ", ".join(f"{k} x{v}" for k, v in res["sources"].most_common(8))
+        print(f"false alarms came from: {top}")
+    for name, (f, d) in res["simple"].items():
+        print(f"for comparison, {name}: false alarms {100 * f / n:.1f}%, detection {100 * d / n:.1f}%")
+    return 0 if fa_rate <= 0.01 and det_rate >= 0.95 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
