@@ -87,7 +87,7 @@ def add_docs(data: dict[str, Any], docs: list[dict[str, Any]], path: Path) -> No
     for doc in docs:
         data["runs"].append(summarize(doc))
     data["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    atomic_write_json(path, data)
+    atomic_write_json(path, data, compact=True)
     say(f"{len(data['runs'])} runs in {path} ({path.stat().st_size / 1024:.0f} KiB)")
 
 
@@ -137,6 +137,7 @@ def replay(data: dict[str, Any], tol: float, slowdown: float, alpha: float) -> d
     noises = []
     simple = {"within-run only (noise 0)": [0, 0], "block Mann-Whitney U + ratio > tolerance": [0, 0]}
     pairs = list(itertools.permutations(range(len(runs)), 2))
+    screened = [0, 0]
     for done, (i, j) in enumerate(pairs, 1):
         if done % 40 == 0:
             say(f"replaying pair {done}/{len(pairs)}")
@@ -146,11 +147,13 @@ def replay(data: dict[str, Any], tol: float, slowdown: float, alpha: float) -> d
         same = compare_runs(docs[i], docs[j], tolerance, alpha=alpha, history=history, judge_identical=True)
         slow = compare_runs(docs[i], slowed[j], tolerance, alpha=alpha, history=history, judge_identical=True)
         n += sum(r.latency is not None for r in same.rows)
+        screened[0] += sum(r.latency is not None and r.latency.ratio > 1 for r in same.rows)
+        screened[1] += sum(r.latency is not None and r.latency.ratio > 1 for r in slow.rows)
         fa += len(same.regressions)
         det += len(slow.regressions)
         pairs_with_fa += bool(same.regressions)
         for r in same.regressions:
-            sources[f"run {j + 1} {r.variant} ({100 * r.change:+.0f}%)"] += 1
+            sources[f"run {j + 1} {r.variant}"] += 1
         for name, noise_ in (("within-run only (noise 0)", 0.0),):
             simple[name][0] += len(compare_runs(docs[i], docs[j], tolerance, alpha=alpha, noise=noise_,
                                                 judge_identical=True).regressions)
@@ -164,7 +167,8 @@ def replay(data: dict[str, Any], tol: float, slowdown: float, alpha: float) -> d
             for idx, s in ((0, 1.0), (1, slowdown)):
                 simple["block Mann-Whitney U + ratio > tolerance"][idx] += _mwu_rule(a, b * s, tol, alpha)
     return {"comparisons": n, "false_alarms": fa, "detected": det, "pairs": len(pairs),
-            "pairs_with_false_alarm": pairs_with_fa, "sources": sources, "noise": noises, "simple": simple}
+            "pairs_with_false_alarm": pairs_with_fa, "sources": sources, "noise": noises, "simple": simple,
+            "screened": screened}
 
 
 def _mwu_rule(a: np.ndarray, b: np.ndarray, tol: float, alpha: float) -> bool:
@@ -172,6 +176,48 @@ def _mwu_rule(a: np.ndarray, b: np.ndarray, tol: float, alpha: float) -> bool:
 
     p = mannwhitneyu(b, a, alternative="greater").pvalue
     return bool(p < alpha and np.median(b) / np.median(a) > 1 + tol / 100)
+
+
+# -- A/B re-measurement, live -------------------------------------------------------------------
+def ab_models(limit: int) -> list[Path]:
+    """Variant files of the example suite in the variant cache (built by its runs)."""
+    found = sorted((ROOT / ".edgeopt" / "cache" / "variants").glob("*/*/model.tflite"))
+    return found[:limit]
+
+
+def ab_live(models: list[Path], trials: int, tol: float, slowdown: float, alpha: float, rounds: int) -> dict[str, Any]:
+    """A/B trials on this machine, now: each trial re-measures one file against itself
+    (false alarm if called a regression) and the same windows with the current side's
+    samples times ``slowdown`` (detection)."""
+    from pytest_edgeopt.compare import Tolerance, ab_latency, latency_exceeds
+    from pytest_edgeopt.targets.base import LatencySettings
+    from pytest_edgeopt.targets.cpu import CpuTarget
+
+    target = CpuTarget()
+    window = LatencySettings(warmup=10, min_samples=200, min_time_s=0.02, max_samples=5000, threads=1)
+    t = Tolerance("latency", tol, "%")
+    fa = det = n = 0
+    total = len(models) * trials
+    for path in models:
+        for k in range(trials):
+            n += 1
+            if n % 10 == 0 or n == 1:
+                say(f"A/B trial {n}/{total} ({path.parent.name[:12]})")
+            wins_a: list[tuple[float, ...]] = []
+            wins_b: list[tuple[float, ...]] = []
+
+            def measure(into: list) -> tuple[float, ...]:
+                s = target.latency(path, window).stats.samples_us
+                into.append(s)
+                return s
+
+            same = ab_latency(lambda: measure(wins_a), lambda: measure(wins_b), rounds=rounds, alpha=alpha)
+            it_a, it_b = iter(wins_a), iter(wins_b)
+            slow = ab_latency(lambda: next(it_a), lambda: np.asarray(next(it_b)) * slowdown, rounds=rounds, alpha=alpha)
+            fa += same.p_value < alpha and latency_exceeds(t, same)
+            det += slow.p_value < alpha and latency_exceeds(t, slow)
+    target.close()
+    return {"trials": n, "false_alarms": fa, "detected": det, "models": len(models)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=5.0, help="latency tolerance in %% (default 5)")
     ap.add_argument("--slowdown", type=float, default=1.10, help="factor of the slowed copies (default 1.10)")
     ap.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    ap.add_argument("--no-ab", action="store_true", help="skip the live A/B re-measurement trials")
+    ap.add_argument("--ab-trials", type=int, default=40, help="A/B trials per model file (default 40)")
+    ap.add_argument("--ab-models", type=int, default=3, help="model files for the A/B trials (default 3)")
+    ap.add_argument("--ab-rounds", type=int, default=12, help="rounds per A/B re-measurement (default 12)")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments for --record (after --)")
     args = ap.parse_args(argv)
 
@@ -215,7 +265,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"false alarms came from: {top}")
     for name, (f, d) in res["simple"].items():
         print(f"for comparison, {name}: false alarms {100 * f / n:.1f}%, detection {100 * d / n:.1f}%")
-    return 0 if fa_rate <= 0.01 and det_rate >= 0.95 else 1
+    ok = fa_rate <= 0.01 and det_rate >= 0.95
+    if args.no_ab:
+        return 0 if ok else 1
+    models = ab_models(args.ab_models)
+    if not models:
+        print("A/B: no model files in .edgeopt/cache (run with --record first)")
+        return 0 if ok else 1
+    ab = ab_live(models, args.ab_trials, args.tolerance, args.slowdown, args.alpha, args.ab_rounds)
+    m = ab["trials"]
+    ab_fa, ab_det = ab["false_alarms"] / m, ab["detected"] / m
+    print(f"A/B re-measurement in one session ({args.ab_rounds} rounds of 20 ms windows per model, sign test), "
+          f"{m} live trials on {ab['models']} model files:")
+    print(f"  unchanged: {ab['false_alarms']} false alarms in {m} = {100 * ab_fa:.2f}% (target <= 1%): "
+          f"{'MET' if ab_fa <= 0.01 else 'NOT MET'}")
+    print(f"  slowed by {100 * (args.slowdown - 1):.0f}%: {ab['detected']} detected in {m} = {100 * ab_det:.1f}% "
+          f"(target >= 95%): {'MET' if ab_det >= 0.95 else 'NOT MET'}")
+    # The plugin's gate: two runs screen (A/B for every row that looks slower at all), A/B decides.
+    screened_same, screened_slow = res["screened"][0] / n, res["screened"][1] / n
+    gate_fa, gate_det = screened_same * ab_fa, screened_slow * ab_det
+    print(f"gate = two-run screen (ratio > 1: {100 * screened_same:.0f}% of unchanged, {100 * screened_slow:.1f}% of "
+          f"slowed comparisons) then A/B: false alarms {100 * gate_fa:.2f}%, detection {100 * gate_det:.1f}%: "
+          f"{'targets MET' if gate_fa <= 0.01 and gate_det >= 0.95 else 'targets NOT MET'}")
+    return 0 if gate_fa <= 0.01 and gate_det >= 0.95 else 1
 
 
 if __name__ == "__main__":

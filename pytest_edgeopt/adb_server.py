@@ -13,6 +13,7 @@ Plain Python: no pytest.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,10 @@ from .targets.base import TargetUnavailable
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5037
+#: adb attaches anything listening on an odd port here as ``emulator-N``.
+EMULATOR_PORTS = range(5555, 5586)
+
+_TCP_SERIAL_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 
 #: How a user starts a server, quoted by every "no server" message.
 HOW_TO_START = (
@@ -88,6 +93,17 @@ def default_adb_address() -> str:
     return format_adb_address(host, int(port))
 
 
+def is_tcp_serial(serial: str) -> bool:
+    """A ``HOST:PORT`` serial (``adb connect``-ed): those can be reconnected."""
+    return bool(_TCP_SERIAL_RE.match(serial))
+
+
+def bundled_adb() -> str | None:
+    """The adb binary the adbutils wheel bundles (adb 36), ``None`` if it has none."""
+    path = Path(adbutils.__file__).parent / "binaries" / ("adb.exe" if os.name == "nt" else "adb")
+    return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+
+
 def find_adb(path: str | os.PathLike[str] | None = None) -> str:
     """The adb binary: ``path`` if given, else ``adb`` on ``PATH``, else the one bundled
     in the adbutils wheel. Raises :class:`AdbServerUnavailable` when none is usable."""
@@ -96,12 +112,9 @@ def find_adb(path: str | os.PathLike[str] | None = None) -> str:
         if p.is_file() and os.access(p, os.X_OK):
             return str(p)
         raise AdbServerUnavailable(f"adb binary {str(p)!r} does not exist or is not executable")
-    found = shutil.which("adb")
+    found = shutil.which("adb") or bundled_adb()
     if found:
         return found
-    bundled = Path(adbutils.__file__).parent / "binaries" / ("adb.exe" if os.name == "nt" else "adb")
-    if bundled.is_file() and os.access(bundled, os.X_OK):
-        return str(bundled)
     raise AdbServerUnavailable(
         "no adb binary: install Android platform-tools (Debian: apt-get install adb) or "
         "reinstall adbutils, whose wheel bundles one"
@@ -109,11 +122,14 @@ def find_adb(path: str | os.PathLike[str] | None = None) -> str:
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port the OS just reported free (ephemeral range: adb auto-attaches devices
-    listening on 5555-5585 as emulators, so those are best avoided)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port the OS just reported free, never one in :data:`EMULATOR_PORTS` (adb
+    would attach a device listening there as an emulator)."""
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in EMULATOR_PORTS:
+            return port
 
 
 class _NoAutoStartConnection(AdbConnection):
@@ -218,9 +234,34 @@ def disconnect_device(client: AdbClient, address: str) -> str:
         return ""
 
 
+def reconnect_device(client: AdbClient, serial: str, timeout: float = 30.0) -> None:
+    """Bring ``serial`` to state ``device``. A ``HOST:PORT`` serial is disconnected,
+    connected and polled, again every 0.5 s until it is back (a device that restarted
+    stays ``offline`` and ``adb connect`` answers "already connected" unless it is
+    disconnected first); a USB serial is waited for. :class:`AdbServerError` with the
+    last refusal after ``timeout`` seconds."""
+    if not is_tcp_serial(serial):
+        wait_for_state(client, serial, "device", timeout)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        disconnect_device(client, serial)
+        try:
+            connect_device(client, serial, timeout=max(0.5, min(10.0, deadline - time.monotonic())))
+            wait_for_state(client, serial, "device", max(0.5, min(5.0, deadline - time.monotonic())))
+            return
+        except AdbServerError as e:
+            last = e
+        if time.monotonic() >= deadline:
+            raise last
+        time.sleep(0.5)
+
+
 class AdbServer:
     """A private adb server: ``adb -P PORT server nodaemon`` with ``HOME`` in a temporary
-    directory, owned by this process (so :meth:`stop` can always kill it).
+    directory, owned by this process (so :meth:`stop` can always kill it). It serves only
+    the devices :meth:`connect` attaches: no USB scan (a second server grabbing USB
+    devices fights the user's own server over them), no emulator-port scan, no mDNS.
 
     >>> with AdbServer() as server:                      # doctest: +SKIP
     ...     server.connect("127.0.0.1:40123")
@@ -258,13 +299,30 @@ class AdbServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def _env(self) -> dict[str, str]:
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the server and :meth:`run` get (also right for other adb
+        command lines aimed at this server)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANDROID_", "ADB_"))}
-        assert self.home is not None
+        assert self.home is not None, "the server is not started"
         env["HOME"] = str(self.home)
         env["ANDROID_ADB_SERVER_PORT"] = str(self.port)
-        env["ADB_MDNS"] = "0"  # no LAN discovery: only the devices the test connects
+        # No mDNS (LAN traffic), no USB scan, no emulator-port scan (5555-5585): only the
+        # devices connected by address (AOSP adb client/main.cpp).
+        env.update(ADB_MDNS="0", ADB_USB="0", ADB_EMU="0")
         return env
+
+    def run(self, *args: str, timeout: float = 30.0, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """``adb -P PORT ARGS...`` against this server; bytes stdout/stderr; never raises
+        on a non-zero exit (``subprocess.TimeoutExpired`` after ``timeout``)."""
+        return subprocess.run(
+            [self.adb, "-P", str(self.port), *args],
+            env=self.env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
 
     def start(self) -> "AdbServer":
         """Start the server and wait until it answers; returns ``self``."""
@@ -281,7 +339,7 @@ class AdbServer:
         self._log = open(self.home / "adb-server.log", "wb")
         self._proc = subprocess.Popen(
             [self.adb, "-P", str(self.port), "server", "nodaemon"],
-            env=self._env(),
+            env=self.env,
             cwd=self.home,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -317,13 +375,7 @@ class AdbServer:
         if proc is not None:
             if proc.poll() is None:
                 try:
-                    subprocess.run(
-                        [self.adb, "-P", str(self.port), "kill-server"],
-                        env=self._env(),
-                        stdin=subprocess.DEVNULL,
-                        capture_output=True,
-                        timeout=10,
-                    )
+                    self.run("kill-server", timeout=10)
                 except (OSError, subprocess.TimeoutExpired):
                     pass
             for send in (None, proc.terminate, proc.kill):
@@ -341,8 +393,10 @@ class AdbServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def connect(self, address: str, timeout: float = 10.0) -> str:
-        return connect_device(self.client, address, timeout)
+    def connect(self, address: str, timeout: float = 15.0) -> None:
+        """Attach the device at ``address`` and wait until it is in state ``device``
+        (:func:`reconnect_device`: also brings back a device that restarted)."""
+        reconnect_device(self.client, address, timeout)
 
     def disconnect(self, address: str) -> str:
         return disconnect_device(self.client, address)

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -242,6 +242,14 @@ def estimate_noise(series: Sequence[Mapping[str, float]], min_runs: int = MIN_NO
     return float(np.quantile(diffs, 0.9)) / (1.6448536 * math.sqrt(2.0))
 
 
+def latency_exceeds(tol: Tolerance, change: LatencyChange) -> bool:
+    """Whether a latency change is larger than ``tol``: its ratio above ``1 + tol`` for a
+    relative tolerance, its p50 difference above ``tol`` for ``ms``/``us``."""
+    if tol.unit == "%":
+        return change.ratio > 1.0 + tol.amount / 100.0
+    return tol.exceeded(change.baseline_p50_ms, change.current_p50_ms)
+
+
 # -- matching -----------------------------------------------------------------------------------
 Key = tuple[str, str, str, str]
 
@@ -335,6 +343,8 @@ class Regression:
     tolerance: str
     p_value: float | None = None
     interval: tuple[float, float] | None = None
+    #: What the latency verdict rests on: ``two runs`` or ``A/B in this session, N rounds``.
+    evidence: str | None = None
 
     @property
     def message(self) -> str:
@@ -343,8 +353,8 @@ class Regression:
         if self.metric == "latency":
             lo, hi = self.interval or (math.nan, math.nan)
             return (f"{head} p50 {_ms(self.baseline)} -> {_ms(self.current)} ({100 * self.change:+.1f}%, "
-                    f"{_p(self.p_value or 0.0)}, interval {100 * (lo - 1):+.1f}%..{100 * (hi - 1):+.1f}%) "
-                    f"exceeds {self.tolerance}")
+                    f"{_p(self.p_value or 0.0)}, interval {100 * (lo - 1):+.1f}%..{100 * (hi - 1):+.1f}%"
+                    f"{'; ' + self.evidence if self.evidence else ''}) exceeds {self.tolerance}")
         if self.metric == "accuracy":
             return (f"{head} {self.baseline:.4f} -> {self.current:.4f} ({self.change:+.2f} pt) exceeds {self.tolerance}")
         return (f"{head} {self.baseline:,.0f} B -> {self.current:,.0f} B ({100 * self.change:+.2f}%) "
@@ -354,7 +364,8 @@ class Regression:
         return {"model": self.model, "variant": self.variant, "target": self.target, "device": self.device,
                 "metric": self.metric, "baseline": self.baseline, "current": self.current, "change": self.change,
                 "tolerance": self.tolerance, "p_value": self.p_value,
-                "interval": list(self.interval) if self.interval else None, "message": self.message}
+                "interval": list(self.interval) if self.interval else None, "evidence": self.evidence,
+                "message": self.message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +404,9 @@ class RowComparison:
     accuracy_change: float | None = None
     same_model: bool | None = None
     regressed: tuple[str, ...] = ()
+    #: The variant files of both runs (for an A/B re-measurement), when recorded.
+    baseline_model_path: str | None = None
+    current_model_path: str | None = None
 
     @property
     def key(self) -> Key:
@@ -415,7 +429,8 @@ class RowComparison:
                 "status": self.status, "latency": self.latency.to_dict() if self.latency else None,
                 "latency_note": self.latency_note, "size_change": self.size_change,
                 "compressed_size_change": self.compressed_size_change, "accuracy_change": self.accuracy_change,
-                "same_model": self.same_model, "regressed": list(self.regressed), "cell": self.cell}
+                "same_model": self.same_model, "regressed": list(self.regressed), "cell": self.cell,
+                "baseline_model_path": self.baseline_model_path, "current_model_path": self.current_model_path}
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +449,9 @@ class Comparison:
     alpha: float = ALPHA
     noise: float = DEFAULT_NOISE
     noise_source: str = "default"
+    #: Both runs used the same package versions and latency settings (an A/B re-measurement
+    #: of the two model files then isolates the model's part of a change).
+    same_runtime: bool = False
 
     @property
     def failed(self) -> bool:
@@ -576,7 +594,9 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any],
 
         def check(metric: str, b_val: float, c_val: float, change: float, **test: Any) -> None:
             t = tols.get(metric)
-            if t is not None and t.exceeded(b_val, c_val) and test.pop("significant", True):
+            significant = test.pop("significant", True)
+            exceeded = latency_exceeds(t, lat) if metric == "latency" and t else (t and t.exceeded(b_val, c_val))
+            if t is not None and exceeded and significant:
                 regressed.append(metric)
                 regressions.append(Regression(*key, metric=metric, baseline=b_val, current=c_val, change=change,
                                               tolerance=str(t), **test))
@@ -617,10 +637,11 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any],
             if judged and t is not None:
                 b_val, c_val = lat.baseline_p50_ms, lat.current_p50_ms
                 check("latency", b_val, c_val, lat.change, significant=lat.p_value < alpha,
-                      p_value=lat.p_value, interval=lat.interval)
+                      p_value=lat.p_value, interval=lat.interval, evidence="two runs")
         rows.append(RowComparison(*key, status="compared", latency=lat, latency_note=note, size_change=size_change,
                                   compressed_size_change=csize_change, accuracy_change=acc_change,
-                                  same_model=same_model, regressed=tuple(regressed)))
+                                  same_model=same_model, regressed=tuple(regressed),
+                                  baseline_model_path=b.get("model_path"), current_model_path=c.get("model_path")))
     missing = [r for r in rows if r.status == "missing"]
     if missing:
         names = ", ".join(f"{r.variant} on {_where(r.target, r.device)}" for r in missing[:8])
@@ -640,6 +661,7 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any],
         current_label=current_label or run_label(current, "this run"),
         tolerances=tuple(tols.values()), rows=tuple(rows), regressions=tuple(regressions),
         refusals=tuple(refusals), warnings=tuple(warnings), alpha=alpha, noise=noise, noise_source=source,
+        same_runtime=same_runtime,
     )
 
 
@@ -647,3 +669,131 @@ def _recipe_diff(b: Mapping[str, Any], c: Mapping[str, Any]) -> str:
     keys = sorted(set(b) | set(c))
     parts = [f"{k}: {b.get(k)!r} -> {c.get(k)!r}" for k in keys if b.get(k) != c.get(k)]
     return "; ".join(parts[:4]) + (" ..." if len(parts) > 4 else "")
+
+
+# -- A/B re-measurement in one session -----------------------------------------------------------
+#: Rounds of an A/B re-measurement (each: one window of each model, order alternating).
+AB_ROUNDS = 12
+
+
+def _sign_test(d: Sequence[float]) -> float:
+    """One-sided exact sign test p-value of "the differences are positive" (zeros dropped)."""
+    pos = sum(x > 0 for x in d)
+    n = sum(x != 0 for x in d)
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(pos, n + 1)) / 2 ** n
+
+
+def _median_interval(d: Sequence[float], alpha: float) -> tuple[float, float]:
+    """Distribution-free interval of the median of ``d`` at confidence 1 - 2 alpha (order
+    statistics at binomial quantiles; the extremes when there are too few values)."""
+    x = sorted(d)
+    n = len(x)
+    j, cum = 0, 0.0
+    while j < n:
+        cum += math.comb(n, j) / 2 ** n
+        if cum > alpha:
+            break
+        j += 1
+    j = max(j, 1)
+    return x[j - 1], x[n - j]
+
+
+def ab_latency(measure_baseline: Callable[[], Sequence[float]], measure_current: Callable[[], Sequence[float]], *,
+               rounds: int = AB_ROUNDS, alpha: float = ALPHA,
+               progress: Callable[[str], None] | None = None) -> LatencyChange:
+    """Re-measure two model files alternately on one device, now: the test that cancels the
+    machine's state. Each callable times one window of its model and returns the samples in
+    microseconds (e.g. ``lambda: target.latency(path, short).stats.samples_us``).
+
+    Round r times both, the baseline first in even rounds; ``d_r = log(p50_cur / p50_base)``.
+    ``ratio = exp(median d)``; ``p_value``: exact one-sided sign test of ``d > 0`` (robust to
+    a slow-down of the machine that hits one window); ``interval``: order-statistic interval
+    of the median at confidence 1 - 2 alpha. ``ValueError`` when ``rounds`` cannot reach
+    ``alpha`` (at least 7 rounds for 0.01).
+    """
+    if 0.5 ** rounds >= alpha:
+        raise ValueError(f"{rounds} rounds cannot reach p < {alpha:g} with a sign test; use at least "
+                         f"{math.ceil(math.log(1 / alpha, 2)) + 1}")
+    d: list[float] = []
+    p50_b: list[float] = []
+    p50_c: list[float] = []
+    n_b = n_c = 0
+    for r in range(rounds):
+        if progress:
+            progress(f"A/B round {r + 1}/{rounds}")
+        if r % 2 == 0:
+            b = np.asarray(measure_baseline(), dtype=float)
+            c = np.asarray(measure_current(), dtype=float)
+        else:
+            c = np.asarray(measure_current(), dtype=float)
+            b = np.asarray(measure_baseline(), dtype=float)
+        if b.size == 0 or c.size == 0 or (b <= 0).any() or (c <= 0).any():
+            raise ValueError("an A/B window returned no samples or a non-positive one")
+        mb, mc = float(np.median(b)), float(np.median(c))
+        p50_b.append(mb)
+        p50_c.append(mc)
+        n_b, n_c = n_b + b.size, n_c + c.size
+        d.append(math.log(mc / mb))
+    lo, hi = _median_interval(d, alpha)
+    return LatencyChange(float(np.median(p50_b)) / 1000.0, float(np.median(p50_c)) / 1000.0,
+                         math.exp(float(np.median(d))), _sign_test(d), (math.exp(lo), math.exp(hi)), 0.0,
+                         f"A/B in this session, {rounds} rounds", n_b, n_c)
+
+
+#: Supplies the two window callables (baseline model, current model) for a row, or ``None``
+#: when that row cannot be re-measured (file gone, device gone).
+Remeasure = Callable[[RowComparison], "tuple[Callable[[], Sequence[float]], Callable[[], Sequence[float]]] | None"]
+
+
+def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int = AB_ROUNDS,
+                    screen: float = 0.0, progress: Callable[[str], None] | None = None) -> Comparison:
+    """Settle the latency verdicts by A/B re-measurement (:func:`ab_latency`) where possible.
+
+    Rows that were judged on latency, look slower than ``1 + screen`` in the two-run
+    comparison, and for which ``remeasure(row)`` gives both models' windows, get the A/B
+    verdict instead: a regression when its sign test has ``p < alpha`` and its ratio exceeds
+    the tolerance. This removes false alarms from machine noise and catches slow-downs the
+    two-run test could not call significant. Only meaningful when both runs used the same
+    packages and settings (``comparison.same_runtime``): otherwise the A/B would time both
+    files with today's runtime and miss a runtime regression, so the comparison is
+    returned unchanged with a warning. Without a latency tolerance nothing is re-measured.
+    """
+    tol = next((t for t in comparison.tolerances if t.metric == "latency"), None)
+    if tol is None:
+        return comparison
+    if not comparison.same_runtime:
+        return replace(comparison, warnings=comparison.warnings + (
+            "latency verdicts rest on two runs only: no A/B re-measurement because the packages or latency "
+            "settings differ from the baseline's",))
+    candidates = [r for r in comparison.rows
+                  if r.status == "compared" and r.latency is not None and r.latency_note is None
+                  and r.latency.ratio > 1.0 + screen]
+    rows = {r.key: r for r in comparison.rows}
+    regressions = list(comparison.regressions)
+    skipped: list[str] = []
+    for i, row in enumerate(candidates, 1):
+        windows = remeasure(row)
+        if windows is None:
+            skipped.append(f"{row.variant} on {_where(row.target, row.device)}")
+            continue
+        if progress:
+            progress(f"A/B re-measuring {row.model} {row.variant} on {_where(row.target, row.device)} "
+                     f"({i}/{len(candidates)})")
+        lat = ab_latency(*windows, rounds=rounds, alpha=comparison.alpha)
+        regressions = [g for g in regressions if not (g.metric == "latency" and
+                                                      (g.model, g.variant, g.target, g.device) == row.key)]
+        regressed = tuple(m for m in row.regressed if m != "latency")
+        if lat.p_value < comparison.alpha and latency_exceeds(tol, lat):
+            regressed += ("latency",)
+            regressions.append(Regression(*row.key, metric="latency", baseline=lat.baseline_p50_ms,
+                                          current=lat.current_p50_ms, change=lat.change, tolerance=str(tol),
+                                          p_value=lat.p_value, interval=lat.interval, evidence=lat.noise_source))
+        rows[row.key] = replace(row, latency=lat, regressed=regressed)
+    warnings = comparison.warnings
+    if skipped:
+        warnings += (f"no A/B re-measurement for {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''} "
+                     "(model file or device unavailable): their latency verdicts rest on two runs",)
+    return replace(comparison, rows=tuple(rows[r.key] for r in comparison.rows), regressions=tuple(regressions),
+                   warnings=warnings)

@@ -45,6 +45,15 @@ _NUMERIC = {"size KiB", "gzip KiB", "size −", "p50 ms", "p90 ms", "speedup", "
 #: One colour per target (matplotlib's tab10, so the plots and the table legend agree).
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
+#: Line styles of the targets' Pareto fronts, so that fronts which coincide stay visible.
+_DASHES = ("-", (0, (5, 3)), (0, (1, 2)), "-.")
+
+
+def _marker_area(t: int) -> float:
+    """Scatter marker area (points²) of the ``t``-th target: each smaller than the last."""
+    return max(90 * 0.45 ** t, 8)
+
+
 _CSS = """
 :root { --pass:#dff3e3; --pass-ink:#17642c; --fail:#fbe0e0; --fail-ink:#a4161a; --skip:#fff4cc;
         --skip-ink:#7a5b00; --base:#e6eefb; --base-ink:#24478f; --line:#d8dce3; --muted:#5f6b7a; }
@@ -63,8 +72,9 @@ code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "Dej
 .totals { font-size: .95rem; }
 .counts span { display: inline-block; padding: 1px 8px; border-radius: 10px; margin-right: 4px; font-weight: 600; }
 table { border-collapse: collapse; font-size: .88rem; }
+.table-wrap { overflow-x: auto; }
 table.summary { width: 100%; }
-table.summary th, table.summary td { padding: 4px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+table.summary th, table.summary td { padding: 4px 7px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 table.summary th { text-align: left; background: #f3f5f8; position: sticky; top: 0; cursor: help; }
 table.summary td.num, table.summary th.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.summary tbody tr:hover { background: #f7f9fc; }
@@ -167,30 +177,76 @@ def _samples_ms(m: Mapping[str, Any]) -> list[float]:
     return [float(s) / 1000.0 for s in (m.get("latency") or {}).get("samples_us") or ()]
 
 
+def _t(x: Any) -> str:
+    """Text for matplotlib, literal: a ``$`` would otherwise start mathtext (and may not parse)."""
+    return str(x).replace("$", r"\$")
+
+
 def _colours(keys: Iterable[str]) -> dict[str, str]:
     return {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(dict.fromkeys(keys))}
 
 
 # -- header -----------------------------------------------------------------------------------------
+def _run_time(doc: Mapping[str, Any]) -> str | None:
+    """When the run happened: ``run.time``, else when it was saved (``run.saved``), else
+    when its JSON was written (``created``)."""
+    run = doc.get("run") or {}
+    return run.get("time") or run.get("saved") or doc.get("created")
+
+
+def _commit(doc: Mapping[str, Any]) -> tuple[str | None, bool | None, str | None]:
+    """(commit, dirty, branch) from ``run``, else from a saved run's ``metadata.git``."""
+    run = doc.get("run") or {}
+    git = (doc.get("metadata") or {}).get("git") or {}
+    dirty = run.get("dirty") if run.get("dirty") is not None else git.get("dirty")
+    return run.get("commit") or git.get("commit"), dirty, git.get("branch")
+
+
+#: Facts of a saved run's ``metadata.machine`` (store.machine()) shown, in this order.
+_MACHINE = (("hostname", "{}"), ("cpu_model", "{}"), ("cores", "{} cores"), ("usable_cores", "{} usable"),
+            ("platform", "{}"), ("memory_bytes", "memory"), ("loadavg", "load {}"), ("governor", "governor {}"))
+
+
+def _machine(doc: Mapping[str, Any]) -> str:
+    machine = (doc.get("run") or {}).get("machine") or (doc.get("metadata") or {}).get("machine")
+    if isinstance(machine, Mapping):
+        parts = []
+        known = {k for k, _ in _MACHINE}
+        for key, fmt in _MACHINE:
+            v = machine.get(key)
+            if v in (None, "", []):
+                continue
+            if key == "memory_bytes":
+                parts.append(f"{float(v) / 2**30:.1f} GiB memory")
+            else:
+                parts.append(fmt.format(" ".join(map(str, v)) if isinstance(v, (list, tuple)) else v))
+        if not parts:  # a machine described with other keys
+            parts = [f"{k} {v}" for k, v in machine.items() if k not in known and v not in (None, "")]
+        return " · ".join(parts)
+    env = doc.get("environment") or {}
+    return str(machine or " ".join(x for x in (env.get("machine"), env.get("platform")) if x) or "unknown")
+
+
 def _header(doc: Mapping[str, Any], models: list[str]) -> str:
     env = doc.get("environment") or {}
+    saved = doc.get("metadata") or {}
     run = doc.get("run") or {}
     meta: list[tuple[str, str]] = []
-    if run.get("name"):
-        meta.append(("run", _e(run["name"])))
-    meta.append(("time", _e(run.get("time") or doc.get("created") or "unknown")))
-    if run.get("commit"):
-        commit = f'<code>{_e(run["commit"])}</code>'
-        if run.get("dirty"):
-            commit += ' <span class="note">(uncommitted changes)</span>'
-        meta.append(("commit", commit))
-    machine = run.get("machine")
-    if isinstance(machine, Mapping):
-        machine = ", ".join(f"{k} {v}" for k, v in machine.items() if v not in (None, ""))
-    meta.append(("machine", _e(machine or " ".join(x for x in (env.get("machine"), env.get("platform")) if x) or "unknown")))
-    if env.get("python"):
-        meta.append(("python", _e(env["python"])))
-    packages = env.get("packages") or {}
+    if run.get("name") or run.get("number") is not None:
+        number = f"#{run['number']}" if run.get("number") is not None else ""
+        meta.append(("run", _e(" ".join(str(x) for x in (number, run.get("name")) if x))))
+    meta.append(("time", _e(_run_time(doc) or "unknown")))
+    commit, dirty, branch = _commit(doc)
+    if commit:
+        text = f"<code>{_e(commit)}</code>" + (f" on {_e(branch)}" if branch else "")
+        if dirty:
+            text += ' <span class="note">(uncommitted changes)</span>'
+        meta.append(("commit", text))
+    meta.append(("machine", _e(_machine(doc))))
+    python = env.get("python") or saved.get("python")
+    if python:
+        meta.append(("python", _e(python)))
+    packages = env.get("packages") or saved.get("packages") or {}
     if packages:
         meta.append(("packages", ", ".join(f"{_e(k)}&nbsp;<code>{_e(v if v is not None else 'not installed')}</code>"
                                            for k, v in sorted(packages.items()))))
@@ -228,7 +284,8 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
     if row.get("built"):  # built but not measured (an optimized_model-only test)
         b = row["built"]
         build = "cache" if b.get("from_cache") else f"{b.get('build_seconds') or 0.0:.1f}s"
-        return head + [_kb(b.get("size_bytes")), _kb(b.get("compressed_size_bytes"))] + [""] * 6 + [build, row["result"]]
+        sizes = [_kb(b.get("size_bytes")), _kb(b.get("compressed_size_bytes"))]
+        return head + sizes + [""] * 6 + [build, row["result"]]
     return head + [""] * 9 + [row["result"]]
 
 
@@ -237,7 +294,7 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     if not rows:
         out += ['<p class="note">No test of this run used an edgeopt variant.</p>', "</section>"]
         return "\n".join(out)
-    out.append('<table class="summary"><thead><tr>' + "".join(
+    out.append('<div class="table-wrap"><table class="summary"><thead><tr>' + "".join(
         f'<th{" class=num" if h in _NUMERIC else ""} title="{_e(tip)}">{_e(h)}</th>' for h, tip in COLUMNS)
         + "</tr></thead><tbody>")
     for row in rows:
@@ -248,7 +305,7 @@ def _summary(rows: list[dict[str, Any]]) -> str:
             c = "num" if h in _NUMERIC else ("result" if h == "result" else "")
             tds.append(f'<td{f" class={c}" if c else ""}>{_e(text)}</td>')
         out.append(f'<tr class="{_e(cls)}" {attrs}>' + "".join(tds) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     out.append('<p class="legend">size − = size reduction vs fp32 on the same target; speedup = fp32 p50 / '
                "variant p50; drop = fp32 metric − variant metric (positive = worse); result <b>base</b>: the fp32 "
                "baseline the variants were compared with (no test of its own). Hover a header for its meaning.</p>")
@@ -336,6 +393,7 @@ def _label_points(ax, fig, points: list[tuple[float, float, str]]) -> None:
                 break
         else:
             groups.append([px, py, x, y, [name]])
+    from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
     axbox = ax.get_window_extent(renderer)
@@ -352,7 +410,9 @@ def _label_points(ax, fig, points: list[tuple[float, float, str]]) -> None:
                 ha="left" if dx > 0.5 else ("right" if dx < -0.5 else "center"), va="bottom" if dy >= 0 else "top",
                 arrowprops=None if abs(dx) + abs(dy) < 16 else
                 {"arrowstyle": "-", "color": "#9a9a9a", "lw": 0.6, "shrinkA": 1, "shrinkB": 4})
-            box = ann.get_window_extent(renderer).expanded(1.04, 1.08)
+            # The text's box alone (an Annotation's own box includes its leader line).
+            ann.update_positions(renderer)
+            box = Text.get_window_extent(ann, renderer).expanded(1.04, 1.08)
             own = Bbox.from_bounds(px - 5, py - 5, 10, 10)
             clash = sum(box.overlaps(b) for b in blocked if b.bounds != own.bounds)
             outside = not (box.x0 >= axbox.x0 and box.x1 <= axbox.x1 and box.y0 >= axbox.y0 and box.y1 <= axbox.y1)
@@ -382,7 +442,11 @@ def _metric_axis(ax, metrics: list[float]) -> bool:
         ax.set_ylim(*lim)
         nice = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97,
                 0.98, 0.99, 0.995, 0.999]
-        ax.yaxis.set_major_locator(FixedLocator([t for t in nice if lim[0] <= t <= lim[1]]))
+        ticks: list[float] = []
+        for t in (t for t in nice if lim[0] <= t <= lim[1]):  # at least 1/9 of the axis apart
+            if not ticks or math.log(t / (1 - t)) - math.log(ticks[-1] / (1 - ticks[-1])) > (lg[1] - lg[0]) / 9:
+                ticks.append(t)
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
         return True
@@ -394,20 +458,25 @@ def _metric_axis(ax, metrics: list[float]) -> bool:
 def _size_accuracy_section(rows: list[dict[str, Any]], models: list[str]) -> str:
     out = ['<section id="size-accuracy">', "<h2>Size vs accuracy</h2>"]
     for model in models:
-        mrows = [r for r in rows if str(r.get("model") or "-") == model and r["measurement"]["derived"].get("metric") is not None]
+        mrows = [r for r in rows
+                 if str(r.get("model") or "-") == model and r["measurement"]["derived"].get("metric") is not None]
         if len(models) > 1:
             out.append(f"<h3>{_e(model)}</h3>")
         if not mrows:
             out.append(f'<p class="note">No metric was measured for {_e(model)} (no eval data): nothing to plot.</p>')
             continue
         img, metric_name, logit = _size_accuracy_png(mrows, model)
+        name = _e(metric_name)
+        several = len({_where(r) for r in mrows}) > 1
         out.append(_figure_html(img, (
             f"Each point is a variant on a target: its size (left: the .tflite file; right: gzip -9 of it, where "
-            f"pruning and clustering show) against its {_e(metric_name)} on the eval set. One colour per target; "
-            f"a red-ringed point failed a test. The staircase is each target's Pareto front: the variants no other "
-            f"variant beats on both size and {_e(metric_name)}; a variant below it is bigger, or no more "
-            f"accurate, than one on it."
-            + (f" The {_e(metric_name)} axis is stretched near 1 (logit scale) so that close values stay apart."
+            f"pruning and clustering show) against its {name} on the eval set. One colour per target; a red ring: "
+            "the variant failed a test there. "
+            + ("Each target's markers are smaller than the previous target's, so a variant measured alike on "
+               "several targets shows as concentric discs. " if several else "")
+            + f"The staircase is {'each target' if several else 'the target'}'s Pareto front: the variants no other "
+            f"beats on both size and {name}. For any variant off it, one on it is no bigger and at least as accurate."
+            + (f" The {name} axis is stretched near 1 (logit scale) so that close values stay apart."
                if logit else ""))))
     out.append("</section>")
     return "\n".join(out)
@@ -431,27 +500,41 @@ def _size_accuracy_png(rows: list[dict[str, Any]], model: str) -> tuple[str, str
         ax.set_xlabel(f"{title}, KiB")
         ax.grid(True, color="#e5e5e5", lw=0.6)
         ax.set_axisbelow(True)
-        for where in wheres:
+        for t, where in enumerate(wheres):
             idx = [i for i, r in enumerate(rows) if _where(r) == where]
             front = [idx[j] for j in pareto_front([(sizes[i], metrics[i]) for i in idx])]
             fx = [sizes[i] for i in front]
             fy = [metrics[i] for i in front]
             # The best metric reachable at each size: a staircase rising at each front point.
-            ax.step(fx + [ax.get_xlim()[1]], fy + [fy[-1]], where="post", color=colour[where], lw=1.3, alpha=0.7,
-                    zorder=2)
+            ax.step(fx + [ax.get_xlim()[1]], fy + [fy[-1]], where="post", color=colour[where], lw=1.3, alpha=0.75,
+                    ls=_DASHES[t % len(_DASHES)], zorder=2)
+            # A variant's size is the same on every target and its metric often too: each target
+            # gets a smaller marker than the one before, so coinciding points show as rings.
             failed = [rows[i]["result"] == "FAIL" for i in idx]
-            ax.scatter([sizes[i] for i in idx], [metrics[i] for i in idx], s=36, color=colour[where], zorder=3,
-                       edgecolors=["#d62728" if f else "white" for f in failed],
-                       linewidths=[1.8 if f else 0.6 for f in failed], label=where if ax is axes[0] else None)
-        _label_points(ax, fig, [(sizes[i], metrics[i], str(r.get("variant"))) for i, r in enumerate(rows)])
-    axes[0].set_ylabel(f"{metric_name} (higher is better)" + (", logit scale" if logit else ""))
+            ax.scatter([sizes[i] for i in idx], [metrics[i] for i in idx], s=_marker_area(t), color=colour[where],
+                       zorder=3 + t, edgecolors=["#d62728" if f else colour[where] for f in failed],
+                       linewidths=[1.8 if f else 0 for f in failed], label=_t(where) if ax is axes[0] else None)
+        _label_points(ax, fig, [(sizes[i], metrics[i], _t(r.get("variant"))) for i, r in enumerate(rows)])
+    axes[0].set_ylabel(f"{_t(metric_name)} (higher is better)" + (", logit scale" if logit else ""))
     handles, labels = axes[0].get_legend_handles_labels()
     handles += [Line2D([], [], color="#555", lw=1.3, drawstyle="steps-post"),
                 Line2D([], [], ls="", marker="o", color="#bbb", markeredgecolor="#d62728", markeredgewidth=1.8)]
-    labels += ["Pareto front (per target)", "FAIL"]
+    labels += ["Pareto front" + (" (per target)" if len(wheres) > 1 else ""), "FAIL"]
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False, fontsize=9,
                bbox_to_anchor=(0.5, 0.995))
     return _png(fig, f"{model}: size vs {metric_name} per target with Pareto fronts"), metric_name, logit
+
+
+def _log_axis(ax, which: str) -> None:
+    """Make ``ax``'s ``which`` ("x" or "y") axis a log scale labelled 1, 2, 5, 10, 20...
+    in plain numbers (no 10^-2 notation)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _latency_section(rows: list[dict[str, Any]], models: list[str]) -> str:
@@ -468,7 +551,8 @@ def _latency_section(rows: list[dict[str, Any]], models: list[str]) -> str:
         for where in dict.fromkeys(_where(r) for r in mrows):
             counts = sorted({len(_samples_ms(r["measurement"])) for r in mrows if _where(r) == where})
             n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
-            kinds = {str((r["measurement"].get("extras") or {}).get("sample") or "") for r in mrows if _where(r) == where}
+            kinds = {str((r["measurement"].get("extras") or {}).get("sample") or "")
+                     for r in mrows if _where(r) == where}
             kind = next(iter(kinds)) if len(kinds) == 1 else ""
             per_target.append(f"{_e(where)}: {_e(n)} samples" + (f", each the {_e(kind)}" if kind else ""))
         out.append(_figure_html(img, (
@@ -484,7 +568,6 @@ def _latency_section(rows: list[dict[str, Any]], models: list[str]) -> str:
 
 def _latency_png(rows: list[dict[str, Any]], model: str) -> tuple[str, bool, bool]:
     import numpy as np
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     wheres = list(dict.fromkeys(_where(r) for r in rows))
     variants = list(dict.fromkeys(str(r.get("variant")) for r in rows))
@@ -500,7 +583,12 @@ def _latency_png(rows: list[dict[str, Any]], model: str) -> tuple[str, bool, boo
     ax = fig.subplots()
     positions = [variants.index(str(r.get("variant"))) - 0.42 + band * (wheres.index(_where(r)) + 0.5) for r in rows]
     colours = [colour[_where(r)] for r in rows]
-    bp = ax.boxplot(data, positions=positions, widths=band * 0.78, vert=False, whis=(1, 99), showfliers=False,
+    import matplotlib
+
+    # matplotlib 3.10 replaced vert=False with orientation="horizontal" (vert warns from 3.11).
+    horizontal = ({"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10)
+                  else {"vert": False})
+    bp = ax.boxplot(data, positions=positions, widths=band * 0.78, **horizontal, whis=(1, 99), showfliers=False,
                     patch_artist=True, manage_ticks=False, medianprops={"color": "#111", "lw": 1.4},
                     whiskerprops={"color": "#555"}, capprops={"color": "#555"})
     for patch, c in zip(bp["boxes"], colours):
@@ -516,14 +604,11 @@ def _latency_png(rows: list[dict[str, Any]], model: str) -> tuple[str, bool, boo
                        linewidths=0.3, zorder=3)
     log = min(lows) > 0 and max(highs) / min(lows) > 8
     if log:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _log_axis(ax, "x")
     for r in rows:
         if r.get("variant") == "fp32":
             ax.axvline(r["measurement"]["derived"]["p50_ms"] * k, color=colour[_where(r)], ls="--", lw=1, alpha=0.8)
-    ax.set_yticks(range(len(variants)), variants, fontsize=9)
+    ax.set_yticks(range(len(variants)), [_t(v) for v in variants], fontsize=9)
     ax.set_ylim(len(variants) - 0.5, -0.5)  # registry order, top to bottom, as in the table
     for i in range(1, len(variants)):
         ax.axhline(i - 0.5, color="#eeeeee", lw=0.6)
@@ -533,11 +618,11 @@ def _latency_png(rows: list[dict[str, Any]], model: str) -> tuple[str, bool, boo
     if nt > 1:
         from matplotlib.patches import Patch
 
-        ax.legend([Patch(facecolor=colour[w], edgecolor=colour[w], alpha=0.6) for w in wheres], wheres,
+        ax.legend([Patch(facecolor=colour[w], edgecolor=colour[w], alpha=0.6) for w in wheres], [_t(w) for w in wheres],
                   loc="upper center", bbox_to_anchor=(0.5, 1.0 + 0.5 / fig.get_figheight()), ncol=nt, frameon=False,
                   fontsize=9)
     else:
-        ax.set_title(f"on {wheres[0]}", fontsize=10)
+        ax.set_title(f"on {_t(wheres[0])}", fontsize=10)
     fig.tight_layout()
     return _png(fig, f"{model}: latency distribution per variant and target"), log, dots
 
@@ -545,7 +630,7 @@ def _latency_png(rows: list[dict[str, Any]], model: str) -> tuple[str, bool, boo
 # -- trends ----------------------------------------------------------------------------------------------------------
 def _run_id(doc: Mapping[str, Any]) -> tuple:
     run = doc.get("run") or {}
-    return (run.get("name"), run.get("time") or doc.get("created"), run.get("commit"))
+    return (run.get("number"), run.get("name"), _run_time(doc), _commit(doc)[0])
 
 
 def _runs(doc: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -564,13 +649,16 @@ def _runs(doc: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> list[
 
 
 def _run_label(doc: Mapping[str, Any]) -> str:
+    """Two lines: the run's time to the minute, then its short commit ('+': uncommitted
+    changes) or, without one, its number and name."""
     run = doc.get("run") or {}
-    when = str(run.get("time") or doc.get("created") or "?")
-    when = when.replace("T", " ")[:16]
-    commit = str(run.get("commit") or "")[:8]
-    if commit and run.get("dirty"):
-        commit += "+"
-    return "\n".join(x for x in (when, commit or run.get("name")) if x)
+    when = str(_run_time(doc) or "?").replace("T", " ")[:16]
+    commit, dirty, _ = _commit(doc)
+    second = str(commit or "")[:8] + ("+" if commit and dirty else "")
+    if not second:
+        second = " ".join(str(x) for x in (f"#{run['number']}" if run.get("number") is not None else "",
+                                           run.get("name")) if x)
+    return "\n".join(x for x in (when, second) if x)
 
 
 def _trends_section(runs: list[Mapping[str, Any]]) -> str:
@@ -612,26 +700,29 @@ def _trends_png(runs: list[Mapping[str, Any]], series: dict, metric_name: str) -
     ax_lat, ax_met = fig.subplots(2, 1, sharex=True)
     xs = list(range(len(runs)))
     p50s = [v[0] for s in series.values() for v in s.values() if v[0] > 0]
+    unit, k = ("µs", 1000.0) if p50s and max(p50s) < 1.0 else ("ms", 1.0)
     for (model, variant, where), pts in series.items():
         label = variant + (f" on {where}" if len(wheres) > 1 else "") + (f" ({model})" if len(models) > 1 else "")
         kw = {"color": cmap(variants.index(variant) % 20), "ls": styles[wheres.index(where) % len(styles)],
               "marker": "o", "ms": 3.5, "lw": 1.3}
         xi = sorted(pts)
-        ax_lat.plot(xi, [pts[i][0] for i in xi], label=label, **kw)
+        ax_lat.plot(xi, [pts[i][0] * k for i in xi], label=_t(label), **kw)
         mx = [i for i in xi if pts[i][1] is not None]
         if mx:
             ax_met.plot(mx, [pts[i][1] for i in mx], **kw)
-    if p50s and max(p50s) / min(p50s) > 8:
-        ax_lat.set_yscale("log")
-        ax_lat.set_ylabel("p50 latency, ms (log)")
-    else:
-        ax_lat.set_ylabel("p50 latency, ms")
-    ax_met.set_ylabel(f"{metric_name} (higher is better)")
-    ax_met.set_xticks(xs, [_run_label(d) for d in runs], fontsize=8)
+    log = bool(p50s) and max(p50s) / min(p50s) > 8
+    if log:
+        _log_axis(ax_lat, "y")
+    ax_lat.set_ylabel(f"p50 latency, {unit}" + (" (log scale)" if log else ""))
+    metrics = [v[1] for s in series.values() for v in s.values() if v[1] is not None]
+    logit = bool(metrics) and _metric_axis(ax_met, metrics)
+    ax_met.set_ylabel(f"{_t(metric_name)} (higher is better)" + (", logit scale" if logit else ""))
+    ax_met.set_xticks(xs, [_t(_run_label(d)) for d in runs], fontsize=8)
     ax_met.set_xlim(-0.3, len(runs) - 0.7)
     for ax in (ax_lat, ax_met):
         ax.grid(True, color="#e5e5e5", lw=0.6)
-    ax_lat.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                  ncol=1 if len(series) <= 22 else 2)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.8, top=0.97, bottom=0.1, hspace=0.08)
+    handles, labels = ax_lat.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.81, 0.53), fontsize=8, frameon=False,
+               ncol=1 if len(series) <= 26 else 2)
     return _png(fig, "p50 latency and metric per variant over runs")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,7 @@ DISCOVERED = pytest.StashKey[dict]()
 MEASUREMENT = pytest.StashKey[Measurement]()
 RECORD = pytest.StashKey[dict]()
 BUILD_START = pytest.StashKey[float]()
+RECORDER = pytest.StashKey["_Recorder"]()
 
 MARKERS = (
     "cpu: run the item's variants on the host CPU (LiteRT interpreter)",
@@ -290,7 +292,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[RECORDS] = []
     config.stash[DISCOVERED] = {}
-    config.pluginmanager.register(_Recorder(config.stash[RECORDS]), "edgeopt-recorder")
+    config.stash[RECORDER] = _Recorder(config)
+    config.pluginmanager.register(config.stash[RECORDER], "edgeopt-recorder")
 
 
 def _make_target(config: pytest.Config, name: str, device: Device):
@@ -443,6 +446,66 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 problems.append(f"{item.nodeid}: {exc}")
     if problems:
         raise pytest.UsageError("pytest-edgeopt: bad marker arguments:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+
+# -- budgets declared in edgeopt.toml / [tool.edgeopt] ------------------------------------------
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name == "edgeopt.toml" or (
+        file_path.name == "pyproject.toml" and b"[tool.edgeopt" in file_path.read_bytes()
+    ):
+        return BudgetFileModule.from_parent(parent, path=file_path)
+    return None
+
+
+class BudgetFileModule(pytest.Module):
+    """A budget file collected like a test module: its tests become ordinary test functions
+    (same fixtures, ids, measurements and JSON as budgets written in Python)."""
+
+    def _getobj(self):
+        from .budget_file import BudgetFileError, parse
+
+        try:
+            parsed = parse(self.path)
+        except BudgetFileError as exc:
+            raise self.CollectError(str(exc)) from None
+        if parsed is None:
+            raise self.CollectError(f"{self.path}: no [tool.edgeopt] table")
+        return _budget_module(parsed, self.config.rootpath)
+
+
+def _budget_module(parsed: Any, root: Path) -> Any:
+    import types
+
+    from .budget_file import BudgetFileError
+
+    module = types.ModuleType(f"edgeopt_budgets_{abs(hash(str(parsed.path)))}")
+    module.__file__ = str(parsed.path)
+
+    @pytest.fixture(scope="session", name="edgeopt_model")
+    def _model_from_file() -> ModelUnderTest:
+        try:
+            return parsed.model_under_test(root)
+        except (BudgetFileError, ModelError) as exc:
+            pytest.fail(f"{parsed.path}: {exc}", pytrace=False)
+
+    module.edgeopt_model = _model_from_file
+    for spec in parsed.tests:
+        test = _budget_test(spec)
+        test = pytest.mark.edgeopt_variants(*spec.variants)(test)
+        for target in spec.targets:
+            test = getattr(pytest.mark, target)(test)
+        setattr(module, spec.name, test)
+    return module
+
+
+def _budget_test(spec: Any):
+    def test(measurement: Measurement) -> None:
+        __tracebackhide__ = True
+        measurement.check(**spec.budgets_for(measurement.variant, measurement.target))
+
+    test.__name__ = test.__qualname__ = spec.name
+    test.__doc__ = f"Budgets of {spec.name} from the budget file."
+    return test
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -598,15 +661,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 class _Recorder:
     """Collects the records that reach this process's reports (on the xdist controller, the
-    workers' reports arrive here with their records)."""
+    workers' reports arrive here with their records), and keeps the ``--edgeopt-json`` file
+    current while the session runs: each write is atomic, and a record is saved as it
+    arrives unless the last write was so recent that rewriting would cost more than a tenth
+    of the run's time (large suites), so a killed run keeps what it measured."""
 
-    def __init__(self, records: list[dict]) -> None:
-        self.records = records
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.records: list[dict] = config.stash[RECORDS]
+        self._saved_at = 0.0
+        self._save_cost = 0.0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = getattr(report, "edgeopt", None)
-        if record is not None:
-            self.records.append(record)
+        if record is None:
+            return
+        self.records.append(record)
+        if time.monotonic() - self._saved_at >= 10 * self._save_cost:
+            self.save()
+
+    def save(self) -> None:
+        edge = self.config.stash[SESSION]
+        if _is_xdist_worker(self.config) or edge.settings.json_path is None:
+            return
+        path = edge.settings.json_path
+        if not path.is_absolute():
+            path = Path(self.config.invocation_params.dir) / path
+        start = time.monotonic()
+        report.write_json(path, self.records, edge.settings.to_dict())
+        self._saved_at = time.monotonic()
+        self._save_cost = self._saved_at - start
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -619,13 +703,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if edge is None:
         return
     edge.close()
-    if _is_xdist_worker(config) or edge.settings.json_path is None:
-        return
-    records = config.stash[RECORDS]
-    path = edge.settings.json_path
-    if not path.is_absolute():
-        path = Path(config.invocation_params.dir) / path
-    report.write_json(path, records, edge.settings.to_dict())
+    config.stash[RECORDER].save()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -637,6 +715,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("edgeopt summary")
     for line in lines:
         terminalreporter.write_line(line)
+    from .recommend import recommendation_lines
+
+    advice = recommendation_lines(config.stash[RECORDS])
+    if advice:
+        terminalreporter.section("edgeopt recommendation")
+        for line in advice:
+            terminalreporter.write_line(line)
     edge = config.stash[SESSION]
     if edge.settings.json_path is not None:
         terminalreporter.write_line(f"edgeopt: measurements written to {edge.settings.json_path}")

@@ -177,6 +177,12 @@ def environment() -> dict[str, Any]:
             "packages": packages}
 
 
+def _recommend(records: list[Mapping[str, Any]]) -> list:
+    from .recommend import recommend  # recommend builds on merge() above
+
+    return recommend(records)
+
+
 def write_json(path: Path, records: list[Mapping[str, Any]], settings: Mapping[str, Any]) -> None:
     """Every record of the session, atomically (readers never see a half-written file)."""
     doc = {
@@ -185,6 +191,7 @@ def write_json(path: Path, records: list[Mapping[str, Any]], settings: Mapping[s
         "settings": dict(settings),
         "environment": environment(),
         "totals": totals(records),
+        "recommendations": [r.to_dict() for r in _recommend(records)],
         "measurements": sorted(records, key=lambda r: (_row_key(r), r["test"])),
     }
     atomic_write_json(Path(path), doc, compact=True)

@@ -56,11 +56,10 @@ from ..adb_server import (
     AdbServerUnavailable,
     check_server,
     client_for,
-    connect_device,
     default_adb_address,
-    disconnect_device,
     format_adb_address,
-    wait_for_state,
+    is_tcp_serial,
+    reconnect_device,
 )
 from ..benchmark_output import BenchmarkOutput, BenchmarkOutputError, output_tail, parse_benchmark_output
 from ..results import LatencyStats
@@ -93,7 +92,6 @@ HOW_TO_GET_BENCHMARK_MODEL = (
 )
 
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,128}$")
-_TCP_SERIAL_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 _PATH_PART_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _MASK_RE = re.compile(r"^(?:0[xX])?[0-9a-fA-F]{1,16}$")
 _EXEC_FAILURE_RE = re.compile(
@@ -164,11 +162,6 @@ def sanitize_label(serial: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", serial).strip("_") or "android"
 
 
-def is_tcp_serial(serial: str) -> bool:
-    """A ``HOST:PORT`` serial (``adb connect``-ed): those can be reconnected."""
-    return bool(_TCP_SERIAL_RE.match(serial))
-
-
 def signal_name(returncode: int) -> str | None:
     """``SIGSEGV`` for 139 (a shell's 128+N), ``None`` when it is not a signal exit."""
     n = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else 0
@@ -226,6 +219,13 @@ class _StepTimeout(Exception):
 
 _TRANSPORT_ERRORS = (AdbError, EOFError, OSError)
 
+#: (adb server, serial) -> the step during which the device went offline and did not come
+#: back. Later steps on it make one quick reconnect attempt instead of waiting
+#: ``reconnect_timeout_s`` again: a dead phone must not cost that much per remaining test.
+_GONE: dict[tuple[str, str], str] = {}
+#: How long that quick attempt may take, in seconds.
+GONE_RECHECK_S = 1.0
+
 
 class DeviceLink:
     """One device behind an adb server, with timeouts, reconnect-and-retry-once and
@@ -234,7 +234,10 @@ class DeviceLink:
     ``shell``/``push``/``pull`` take a ``step`` (words for messages: ``"push model
     m.tflite"``). Each gets ``step_timeout_s`` of silence at most (and ``deadline_s`` in
     total when given); a transport failure (the device dropped off adb) reconnects and
-    retries the step once.
+    retries the step once. Waiting for the device to come back is silence too, so
+    ``reconnect_timeout_s`` defaults to ``step_timeout_s``, at most 30 s. Once a device
+    did not come back, each later step (of any link to it) tries one quick reconnect
+    (``GONE_RECHECK_S``) and fails at once naming the step it went offline in.
     """
 
     def __init__(
@@ -243,19 +246,25 @@ class DeviceLink:
         serial: str,
         *,
         step_timeout_s: float = 120.0,
-        reconnect_timeout_s: float = 30.0,
+        reconnect_timeout_s: float | None = None,
         who: str | None = None,
     ) -> None:
         self.client = client
         self.serial = validate_serial(serial)
         self.step_timeout_s = float(step_timeout_s)
-        self.reconnect_timeout_s = float(reconnect_timeout_s)
+        self.reconnect_timeout_s = float(
+            min(30.0, self.step_timeout_s) if reconnect_timeout_s is None else reconnect_timeout_s
+        )
         self.who = who or f"Android device {serial}"
         self._shell_v2: bool | None = None
 
     @property
     def server(self) -> str:
         return format_adb_address(self.client.host, self.client.port)
+
+    @property
+    def _key(self) -> tuple[str, str]:
+        return (self.server, self.serial)
 
     def _device(self) -> AdbDevice:
         return AdbDevice(self.client, serial=self.serial)
@@ -265,6 +274,9 @@ class DeviceLink:
     def run(self, step: str, fn: Callable[[AdbDevice], T], *, timeout: float | None = None, retry: bool = True) -> T:
         """``fn(device)`` with the step's fault semantics (see the class docstring)."""
         t = self.step_timeout_s if timeout is None else timeout
+        gone_in = _GONE.get(self._key)
+        if gone_in is not None:
+            self._recheck(step, gone_in)
         for attempt in (1, 2):
             try:
                 return fn(self._device())
@@ -285,41 +297,38 @@ class DeviceLink:
         raise AssertionError("unreachable")
 
     def reconnect(self, step: str, cause: BaseException | None = None) -> None:
-        """Bring the device back to state ``device``: for ``HOST:PORT`` serials
-        ``adb disconnect`` + ``adb connect`` until it is back (a restarted device stays
-        ``offline`` and ``connect`` answers "already connected" otherwise); for USB
-        serials wait for it. :class:`TargetError` after ``reconnect_timeout_s``."""
+        """Bring the device back to state ``device`` (:func:`~pytest_edgeopt.adb_server.reconnect_device`:
+        ``adb disconnect``/``connect`` for ``HOST:PORT`` serials, a wait for USB ones);
+        :class:`TargetError` after ``reconnect_timeout_s``."""
         self._shell_v2 = None
         why = f" ({_why(cause)})" if cause else ""
         try:
             check_server(self.client, timeout=min(5.0, self.reconnect_timeout_s))
         except AdbServerUnavailable as e:  # nothing to reconnect through
             raise TargetError(f"{self.who}: step '{step}' failed{why}: {e}") from None
-        deadline = time.monotonic() + self.reconnect_timeout_s
-        last = "not listed"
         try:
-            if not is_tcp_serial(self.serial):
-                wait_for_state(self.client, self.serial, "device", self.reconnect_timeout_s)
-                return
-            while True:
-                disconnect_device(self.client, self.serial)
-                try:
-                    connect_device(self.client, self.serial, timeout=min(10.0, self.reconnect_timeout_s))
-                    wait_for_state(self.client, self.serial, "device", min(5.0, max(0.5, deadline - time.monotonic())))
-                    return
-                except AdbServerError as e:
-                    last = str(e)
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(0.5)
+            reconnect_device(self.client, self.serial, self.reconnect_timeout_s)
         except AdbServerError as e:
-            last = str(e)
-        except (AdbError, OSError) as e:
-            last = f"adb server error: {e}"
-        raise TargetError(
-            f"{self.who}: went offline during step '{step}'{why} and did not come back within "
-            f"{self.reconnect_timeout_s:g} s (adb server {self.server}; last: {last})"
-        )
+            _GONE[self._key] = step
+            raise TargetError(
+                f"{self.who}: the device went offline during step '{step}'{why} and did not come back within "
+                f"{self.reconnect_timeout_s:g} s (adb server {self.server}; last: {e})"
+            ) from None
+        _GONE.pop(self._key, None)
+
+    def _recheck(self, step: str, gone_in: str) -> None:
+        """The device did not come back during an earlier step: one quick reconnect, else
+        :class:`TargetError` at once."""
+        try:
+            check_server(self.client, timeout=GONE_RECHECK_S)
+            reconnect_device(self.client, self.serial, GONE_RECHECK_S)
+        except (AdbServerUnavailable, AdbServerError) as e:
+            raise TargetError(
+                f"{self.who}: step '{step}' not run: the device went offline during step '{gone_in}' "
+                f"and is still unreachable (adb server {self.server}; last: {e})"
+            ) from None
+        self._shell_v2 = None
+        _GONE.pop(self._key, None)
 
     # -- shell ------------------------------------------------------------------------
 
@@ -914,7 +923,7 @@ class AndroidTarget:
         repeats: int = 5,
         gpu_precision_loss_allowed: bool | None = None,
         predict_batch: int = 64,
-        reconnect_timeout_s: float = 30.0,
+        reconnect_timeout_s: float | None = None,
     ) -> None:
         self.name = name
         self.device = device

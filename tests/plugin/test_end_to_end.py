@@ -206,3 +206,23 @@ def test_xdist_workers_send_every_measurement_to_one_json(project: pytest.Pytest
     result.stdout.fnmatch_lines(["*edgeopt summary*", "digits-cnn*int8*cpu*PASS"])
     doc = json.loads(out.read_text())
     assert sorted(r["variant"] for r in doc["measurements"]) == ["dynamic_range", "float16", "fp32", "int8"]
+
+
+def test_results_survive_a_killed_run(project: pytest.Pytester) -> None:
+    """The JSON is rewritten (atomically) as results arrive: a run killed by SIGKILL in the
+    middle keeps what it had measured, and the file is never half-written."""
+    project.makepyfile(test_killed="""
+        import os, signal, pytest
+        @pytest.mark.edgeopt_variants("fp32", "dynamic_range")
+        def test_v(measurement):
+            pass
+
+        def test_zz_die():
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    out = project.path / "killed.json"
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", f"--edgeopt-json={out}")
+    assert result.ret == -9
+    doc = json.loads(out.read_text())
+    assert sorted(r["variant"] for r in doc["measurements"]) == ["dynamic_range", "fp32"]
+    assert not list(project.path.glob(".killed.json.*"))

@@ -1,0 +1,110 @@
+"""Plugin start-up: what installing pytest-edgeopt costs every pytest run of a project that
+does not use it.
+
+    python benchmarks/startup.py [--reps 40]
+
+A small project (5 test modules, 55 tests, no edgeopt fixtures) is made in a temporary
+directory; ``python -m pytest --co -q`` is timed there with the plugin loaded (A) and with
+``-p no:edgeopt`` (B), alternately. Target: A/B <= 1.05, and tensorflow never imported.
+
+Also printed: which heavy modules the plugin's load pulls in (checked in a child that runs
+``pytest.main(["--co", "-q"])`` and then lists ``sys.modules``), and the plugin's own import
+time from ``-X importtime``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from sidebyside import Ratio, alternate, header, run_child, say
+
+TARGET = 1.05
+HEAVY = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "ai_edge_quantizer", "ai_edge_litert",
+         "numpy", "pandas", "matplotlib", "filelock", "adbutils")
+
+TEST_MODULE = '''import pytest
+
+
+@pytest.mark.parametrize("n", range(10))
+def test_param(n):
+    assert n >= 0
+
+
+def test_plain():
+    assert True
+'''
+
+MODULES_PROBE = '''import json, sys, pytest
+code = pytest.main(["--co", "-q", "-p", "no:cacheprovider"] + sys.argv[1:])
+print("MODULES=" + json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r and "." not in m)))
+''' % (HEAVY,)
+
+
+def make_project(root: Path) -> None:
+    for i in range(5):
+        (root / f"test_mod{i}.py").write_text(TEST_MODULE)
+    (root / "pytest.ini").write_text("[pytest]\n")
+
+
+def loaded_modules(project: Path, extra: list[str]) -> list[str]:
+    child = run_child([sys.executable, "-c", MODULES_PROBE, *extra], cwd=project)
+    line = next(ln for ln in child.stdout.splitlines() if ln.startswith("MODULES="))
+    return json.loads(line.removeprefix("MODULES="))
+
+
+def plugin_import_ms(project: Path) -> dict[str, float]:
+    """Cumulative import times (ms) of the plugin and of what it pulled in first, by module."""
+    child = run_child([sys.executable, "-X", "importtime", "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider"],
+                      cwd=project)
+    out: dict[str, float] = {}
+    for line in child.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line.removeprefix("import time:").split("|")
+        name = name.strip()
+        if name in ("pytest_edgeopt.plugin", "pytest_edgeopt", "numpy", "filelock"):
+            out[name] = out.get(name, 0.0) + int(cumulative) / 1000
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=40, help="timed runs per side (default 40)")
+    args = ap.parse_args()
+    header("plugin start-up: pytest --co -q on a 55-test project, plugin loaded vs -p no:edgeopt")
+    env: dict[str, str] = {}  # as the user runs it: the installed plugin, no extra import path
+    with tempfile.TemporaryDirectory(prefix="edgeopt-startup-") as tmp:
+        project = Path(tmp)
+        make_project(project)
+        base = [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider"]
+
+        def with_plugin() -> float:
+            return run_child(base, cwd=project, env=env).wall_s
+
+        def without_plugin() -> float:
+            return run_child([*base, "-p", "no:edgeopt"], cwd=project, env=env).wall_s
+
+        for _ in range(3):  # page cache, .pyc files
+            with_plugin(), without_plugin()
+        say(f"timing {args.reps} runs per side, alternating")
+        a, b = alternate(with_plugin, without_plugin, args.reps)
+        ratio = Ratio("pytest --co -q wall time", tuple(a), tuple(b))
+        mods_with = loaded_modules(project, [])
+        mods_without = loaded_modules(project, ["-p", "no:edgeopt"])
+        imports = plugin_import_ms(project)
+    added = [m for m in mods_with if m not in mods_without]
+    tf_free = not any(m.startswith("tensorflow") or m == "tf_keras" for m in mods_with)
+    print(ratio.line(f"<= {TARGET}", ratio.median <= TARGET))
+    print(f"{'tensorflow imported at start-up':<34} {'no' if tf_free else 'YES'}  target no  {'PASS' if tf_free else 'MISS'}")
+    print(f"{'heavy modules the plugin adds':<34} {', '.join(added) or 'none'}")
+    print(f"{'import time (-X importtime, 1 run)':<34} " + ", ".join(f"{k} {v:.0f} ms" for k, v in imports.items()))
+    print(f"{'plugin cost per run (median A-B)':<34} "
+          f"{(sorted(a)[len(a) // 2] - sorted(b)[len(b) // 2]) * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

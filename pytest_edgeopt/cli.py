@@ -1,0 +1,218 @@
+"""``edgeopt``: saved runs outside a test run.
+
+    edgeopt list [--storage DIR]
+    edgeopt compare A B [--fail EXPR ...] [--alpha P] [--noise SIGMA]
+    edgeopt report RUN --html out.html [--history N]
+    edgeopt export RUN --csv out.csv | --parquet out.parquet
+
+A run is ``last``, a run number (``7``), a name (the newest run saved under it), or the path
+of a saved run or ``--edgeopt-json`` file. ``--storage`` defaults to ``$EDGEOPT_STORAGE`` or
+``.edgeopt/runs``. Results go to stdout, progress lines to stderr. Exit status: 0 done,
+1 regressions found by ``compare --fail``, 2 usage error or missing/unreadable run.
+Never imports pytest or tensorflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .store import DEFAULT_STORAGE, RunNotFound, StoreWarning
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+
+
+class _Progress:
+    """Progress lines on stderr, only once work has taken more than ``after_s`` seconds
+    (quick commands stay quiet); ``--quiet`` silences them."""
+
+    def __init__(self, quiet: bool, after_s: float = 0.5) -> None:
+        self.quiet = quiet
+        self.start = time.monotonic()
+        self.after_s = after_s
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet and time.monotonic() - self.start >= self.after_s:
+            print(f"edgeopt: {message}", file=sys.stderr, flush=True)
+
+
+def _tolerance(expr: str) -> Any:
+    from .compare import parse_tolerance
+
+    try:
+        return parse_tolerance(expr)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--storage", type=Path, default=None, metavar="DIR",
+                        help=f"saved runs (default: $EDGEOPT_STORAGE or {DEFAULT_STORAGE})")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    ap = argparse.ArgumentParser(prog="edgeopt", description="Saved pytest-edgeopt runs: list, compare, report, export.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", parents=[common], help="list saved runs")
+    c = sub.add_parser("compare", parents=[common], help="compare run B with baseline run A")
+    c.add_argument("baseline", metavar="A", help="baseline run: last, a number, a name or a file")
+    c.add_argument("current", metavar="B", help="run to judge: last, a number, a name or a file")
+    c.add_argument("--fail", action="append", type=_tolerance, default=[], metavar="EXPR",
+                   help="tolerance that fails the comparison (repeatable): latency:5%%, latency:0.2ms, size:1%%, "
+                        "compressed_size:1%%, accuracy:0.5pt")
+    c.add_argument("--alpha", type=float, default=None, help="significance level of the latency test (default 0.01)")
+    c.add_argument("--noise", type=float, default=None, metavar="SIGMA",
+                   help="between-run noise of log p50 (default: estimated from saved runs of the machine, else 0.02)")
+    c.add_argument("--all", action="store_true", help="print every measurement's changes, not only the summary")
+    r = sub.add_parser("report", parents=[common], help="write an HTML report of a run")
+    r.add_argument("run", metavar="RUN")
+    r.add_argument("--html", type=Path, required=True, metavar="PATH", help="the HTML file to write")
+    r.add_argument("--history", type=int, default=10, metavar="N",
+                   help="earlier saved runs to show trends from (default 10; 0 for none)")
+    e = sub.add_parser("export", parents=[common], help="export a run's measurements as a table")
+    e.add_argument("run", metavar="RUN")
+    out = e.add_mutually_exclusive_group(required=True)
+    out.add_argument("--csv", type=Path, metavar="PATH")
+    out.add_argument("--parquet", type=Path, metavar="PATH", help="needs pyarrow")
+    return ap
+
+
+def _storage(args: argparse.Namespace) -> Path:
+    return args.storage or Path(os.environ.get("EDGEOPT_STORAGE") or DEFAULT_STORAGE)
+
+
+def _load(storage: Path, ref: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    from .store import load_run, resolve_run
+
+    progress(f"loading {resolve_run(storage, ref).name}")
+    return load_run(storage, ref)
+
+
+def cmd_list(args: argparse.Namespace, progress: _Progress) -> int:
+    from .store import list_runs
+
+    storage = _storage(args)
+    runs = list_runs(storage, progress=progress)
+    if not runs:
+        print(f"no saved runs in {storage}")
+        return EXIT_OK
+    header = ("run", "name", "saved (UTC)", "commit", "items", "passed", "failed", "skipped")
+    rows = [(str(r.number), r.name or "", r.time.strftime("%Y-%m-%d %H:%M:%S"),
+             (r.commit or "")[:10] + ("+dirty" if r.dirty else ""),
+             *(str(r.totals.get(k, "")) for k in ("items", "passed", "failed", "skipped"))) for r in runs]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        print("  ".join(c.rjust(w) if i in (0, 4, 5, 6, 7) else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace, progress: _Progress) -> int:
+    from .compare import ALPHA, compare_runs, estimate_noise, run_label
+    from .store import noise_history, resolve_run
+
+    storage = _storage(args)
+    base = _load(storage, args.baseline, progress)
+    cur = _load(storage, args.current, progress)
+    history = None
+    if args.noise is None:
+        number = (cur.get("run") or {}).get("number")
+        history = noise_history(storage, cur, before=number) if storage.is_dir() else []
+        progress(f"latency noise from {len(history)} comparable saved runs"
+                 + ("" if estimate_noise(history) is not None else " (too few: using the default)"))
+    comparison = compare_runs(base, cur, args.fail, alpha=args.alpha or ALPHA, noise=args.noise, history=history,
+                              baseline_label=run_label(base, f"baseline {resolve_run(storage, args.baseline)}"),
+                              current_label=run_label(cur, f"{resolve_run(storage, args.current)}"))
+    print(f"{comparison.current_label} vs {comparison.baseline_label}")
+    if args.all or not args.fail:
+        _print_rows(comparison)
+    for line in comparison.lines():
+        print(line)
+    return EXIT_REGRESSION if comparison.failed else EXIT_OK
+
+
+def _print_rows(comparison: Any) -> None:
+    header = ("model", "variant", "where", "latency", "size", "gzip size", "accuracy")
+    rows = []
+    for r in comparison.rows:
+        where = r.target if r.device == "host" else f"{r.target}/{r.device}"
+        pct = lambda x: "" if x is None else f"{100 * x:+.2f}%"  # noqa: E731
+        acc = "" if r.accuracy_change is None else f"{r.accuracy_change:+.2f} pt"
+        rows.append((r.model, r.variant, where, r.cell, pct(r.size_change), pct(r.compressed_size_change), acc))
+    if not rows:
+        return
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def cmd_report(args: argparse.Namespace, progress: _Progress) -> int:
+    try:
+        from .html_report import write_html
+    except ImportError as exc:
+        print(f"edgeopt report: the HTML report is not available ({exc}); this pytest-edgeopt has no "
+              "pytest_edgeopt.html_report or its dependencies (matplotlib) are missing", file=sys.stderr)
+        return EXIT_USAGE
+    from .store import load_run_docs
+
+    storage = _storage(args)
+    doc = _load(storage, args.run, progress)
+    history: list[dict[str, Any]] = []
+    number = (doc.get("run") or {}).get("number")
+    if args.history > 0 and storage.is_dir():
+        history = load_run_docs(storage, progress=progress, before=number, limit=args.history)
+    progress(f"writing {args.html}")
+    try:
+        write_html(args.html, doc, history or None)
+    except ImportError as exc:
+        print(f"edgeopt report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {args.html}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, progress: _Progress) -> int:
+    from .frame import ExportError, export
+
+    doc = _load(_storage(args), args.run, progress)
+    path = args.csv or args.parquet
+    progress(f"writing {path}")
+    try:
+        export(doc, path)
+    except (ExportError, ValueError) as exc:
+        print(f"edgeopt export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+COMMANDS = {"list": cmd_list, "compare": cmd_compare, "report": cmd_report, "export": cmd_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script; returns the exit status (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    progress = _Progress(args.quiet)
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"edgeopt: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StoreWarning)
+        warnings.showwarning = show
+        try:
+            return COMMANDS[args.command](args, progress)
+        except RunNotFound as exc:
+            print(f"edgeopt {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except ValueError as exc:  # an unreadable run named explicitly
+            print(f"edgeopt {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Saved runs as a pandas DataFrame, and session exports (CSV, or Parquet with pyarrow).
+
+One row per measured test item per run (skipped and built-only items get a row too, with
+empty measurement columns). Columns, with their pandas dtypes:
+
+=========================  ==========================  ==========================================
+column                     dtype                       meaning
+=========================  ==========================  ==========================================
+run                        Int64                       the saved run's counter (NA: not saved)
+run_name                   string                      its name
+time                       datetime64[ns, UTC]         when the run was saved (or created)
+commit                     string                      git commit of the checkout
+dirty                      boolean                     uncommitted changes in the checkout
+test, outcome              string                      node id; passed, failed or skipped
+model, variant             string
+target, device             string                      ``cpu``, ``host``; ``android_gpu``, serial
+size_bytes                 Int64                       the variant's ``.tflite``
+compressed_size_bytes      Int64                       gzip-9 of it
+size_reduction             Float64                     1 - size / fp32 size
+compressed_size_reduction  Float64
+samples                    Int64                       latency samples
+p50_ms, p90_ms, mean_ms,   Float64                     latency statistics of the raw samples
+min_ms, stdev_ms, cv
+speedup                    Float64                     fp32 p50 / variant p50
+baseline_p50_ms            Float64                     fp32 p50 on the same target
+metric_name                string                      ``top1``...
+metric                     Float64                     the accuracy metric
+eval_samples               Int64                       eval samples it was scored on
+drop                       Float64                     fp32 metric - variant metric
+passed                     boolean                     the test passed (NA when skipped)
+budgets_passed             boolean                     every budget check passed (NA: none)
+=========================  ==========================  ==========================================
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .cache import atomic_write_bytes
+from .store import load_run_docs
+
+#: Column -> pandas dtype, in order.
+COLUMNS: dict[str, str] = {
+    "run": "Int64", "run_name": "string", "time": "datetime64[ns, UTC]", "commit": "string", "dirty": "boolean",
+    "test": "string", "outcome": "string", "model": "string", "variant": "string", "target": "string",
+    "device": "string", "size_bytes": "Int64", "compressed_size_bytes": "Int64", "size_reduction": "Float64",
+    "compressed_size_reduction": "Float64", "samples": "Int64", "p50_ms": "Float64", "p90_ms": "Float64",
+    "mean_ms": "Float64", "min_ms": "Float64", "stdev_ms": "Float64", "cv": "Float64", "speedup": "Float64",
+    "baseline_p50_ms": "Float64", "metric_name": "string", "metric": "Float64", "eval_samples": "Int64",
+    "drop": "Float64", "passed": "boolean", "budgets_passed": "boolean",
+}
+
+
+def _latency(obs: Mapping[str, Any]) -> dict[str, Any]:
+    """Latency statistics recomputed from the raw samples (never trusted from the summary)."""
+    samples = (obs.get("latency") or {}).get("samples_us")
+    if not samples:
+        return {}
+    x = np.asarray(samples, dtype=float)
+    mean = float(x.mean())
+    stdev = float(x.std(ddof=1)) if x.size > 1 else 0.0
+    return {"samples": int(x.size), "p50_ms": float(np.percentile(x, 50)) / 1000, "p90_ms": float(np.percentile(x, 90)) / 1000,
+            "mean_ms": mean / 1000, "min_ms": float(x.min()) / 1000, "stdev_ms": stdev / 1000,
+            "cv": stdev / mean if mean > 0 else np.nan}
+
+
+def _row(run: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
+    m = rec.get("measurement") or {}
+    built = rec.get("built") or {}
+    outcome = rec.get("outcome")
+    row: dict[str, Any] = {
+        **run, "test": rec.get("test"), "outcome": outcome, "model": rec.get("model") or m.get("model"),
+        "variant": rec.get("variant"), "target": rec.get("target"), "device": rec.get("device"),
+        "size_bytes": m.get("size_bytes", built.get("size_bytes")),
+        "compressed_size_bytes": m.get("compressed_size_bytes", built.get("compressed_size_bytes")),
+        "passed": None if outcome == "skipped" else outcome == "passed",
+    }
+    checks = m.get("budget_checks") or []
+    row["budgets_passed"] = all(c.get("passed") for c in checks) if checks else None
+    if m:
+        base = m.get("baseline") or m
+        lat, blat = _latency(m), _latency(base)
+        row.update(lat)
+        row["baseline_p50_ms"] = blat.get("p50_ms")
+        if lat.get("p50_ms") and blat.get("p50_ms"):
+            row["speedup"] = blat["p50_ms"] / lat["p50_ms"]
+        if base.get("size_bytes"):
+            row["size_reduction"] = 1 - m["size_bytes"] / base["size_bytes"]
+        if base.get("compressed_size_bytes"):
+            row["compressed_size_reduction"] = 1 - m["compressed_size_bytes"] / base["compressed_size_bytes"]
+        acc, bacc = m.get("accuracy"), base.get("accuracy")
+        if acc:
+            row.update(metric_name=acc.get("metric"), metric=acc.get("value"), eval_samples=acc.get("samples"))
+            if bacc and bacc.get("metric") == acc.get("metric"):
+                row["drop"] = bacc["value"] - acc["value"]
+    return row
+
+
+def _run_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    run = doc.get("run") or {}
+    git = (doc.get("metadata") or {}).get("git") or {}
+    return {"run": run.get("number"), "run_name": run.get("name"), "time": run.get("saved") or doc.get("created"),
+            "commit": run.get("commit", git.get("commit")), "dirty": run.get("dirty", git.get("dirty"))}
+
+
+def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    for col, dtype in COLUMNS.items():
+        if dtype.startswith("datetime"):
+            df[col] = pd.to_datetime(df[col], utc=True, errors="coerce").astype(dtype)
+        else:
+            df[col] = df[col].astype(object).where(df[col].notna(), None).astype(dtype)
+    return df
+
+
+def frame_of(doc: Mapping[str, Any]) -> pd.DataFrame:
+    """One run document (a saved run or an ``--edgeopt-json`` file) as a typed DataFrame."""
+    run = _run_fields(doc)
+    return _typed([_row(run, rec) for rec in doc.get("measurements") or []])
+
+
+def frame_of_docs(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for doc in docs:
+        run = _run_fields(doc)
+        rows += [_row(run, rec) for rec in doc.get("measurements") or []]
+    return _typed(rows)
+
+
+def load_runs(storage: str | Path, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Every readable saved run in ``storage`` (e.g. ``.edgeopt/runs``) as one typed
+    DataFrame, one row per measurement per run, oldest run first (see the module's table).
+    Unreadable files are skipped with a :class:`~pytest_edgeopt.store.StoreWarning`; an
+    empty or missing directory gives an empty frame with the same columns."""
+    return frame_of_docs(load_run_docs(Path(storage), progress=progress))
+
+
+class ExportError(RuntimeError):
+    """The export cannot be written in the format asked for (the message says what to do)."""
+
+
+def export(doc: Mapping[str, Any], path: str | Path) -> Path:
+    """Write :func:`frame_of` ``doc`` to ``path``, atomically: Parquet for a ``.parquet``
+    suffix (needs pyarrow, else :class:`ExportError`), CSV for ``.csv`` (``ValueError`` for
+    any other suffix). Raw samples are not exported (the saved run keeps them)."""
+    path = Path(path)
+    df = frame_of(doc)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ExportError(f"cannot write {path}: Parquet needs pyarrow (pip install pyarrow); "
+                              "or export to a .csv file")
+        buf = io.BytesIO()
+        df.to_parquet(buf, engine="pyarrow", index=False)
+        atomic_write_bytes(path, buf.getvalue())
+    elif suffix == ".csv":
+        atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+    else:
+        raise ValueError(f"cannot export to {path}: use a .csv or .parquet file name")
+    return path
