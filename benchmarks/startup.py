@@ -82,23 +82,32 @@ def main() -> None:
         make_project(project)
         base = [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider"]
 
+        cpu: dict[str, list[float]] = {"a": [], "b": []}
+
         def with_plugin() -> float:
-            return run_child(base, cwd=project, env=env).wall_s
+            child = run_child(base, cwd=project, env=env)
+            cpu["a"].append(child.cpu_s)
+            return child.wall_s
 
         def without_plugin() -> float:
-            return run_child([*base, "-p", "no:edgeopt"], cwd=project, env=env).wall_s
+            child = run_child([*base, "-p", "no:edgeopt"], cwd=project, env=env)
+            cpu["b"].append(child.cpu_s)
+            return child.wall_s
 
         for _ in range(3):  # page cache, .pyc files
             with_plugin(), without_plugin()
         say(f"timing {args.reps} runs per side, alternating")
+        cpu["a"].clear(), cpu["b"].clear()
         a, b = alternate(with_plugin, without_plugin, args.reps)
         ratio = Ratio("pytest --co -q wall time", tuple(a), tuple(b))
+        cpu_ratio = Ratio("pytest --co -q CPU time (user+sys)", tuple(cpu["a"]), tuple(cpu["b"]))
         mods_with = loaded_modules(project, [])
         mods_without = loaded_modules(project, ["-p", "no:edgeopt"])
         imports = plugin_import_ms(project)
     added = [m for m in mods_with if m not in mods_without]
     tf_free = not any(m.startswith("tensorflow") or m == "tf_keras" for m in mods_with)
     print(ratio.line(f"<= {TARGET}", ratio.median <= TARGET))
+    print(cpu_ratio.line("(for information: less sensitive to other load)", None))
     print(f"{'tensorflow imported at start-up':<34} {'no' if tf_free else 'YES'}  target no  {'PASS' if tf_free else 'MISS'}")
     print(f"{'heavy modules the plugin adds':<34} {', '.join(added) or 'none'}")
     print(f"{'import time (-X importtime, 1 run)':<34} " + ", ".join(f"{k} {v:.0f} ms" for k, v in imports.items()))

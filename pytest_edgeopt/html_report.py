@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .cache import atomic_write_bytes
-from .report import _kb, _pct, merge  # the terminal table's formatting: the same figures
+from .report import kib, merge, pct  # the terminal table's formatting: the same figures
 
 #: Columns of the summary table: (header, tooltip). The terminal table's, plus p90.
 COLUMNS = (
@@ -220,8 +220,8 @@ def _machine(doc: Mapping[str, Any]) -> str:
                 parts.append(f"{float(v) / 2**30:.1f} GiB memory")
             else:
                 parts.append(fmt.format(" ".join(map(str, v)) if isinstance(v, (list, tuple)) else v))
-        if not parts:  # a machine described with other keys
-            parts = [f"{k} {v}" for k, v in machine.items() if k not in known and v not in (None, "")]
+        covered = known | {"arch", "os", "os_release"}  # in "platform"
+        parts += [f"{k} {v}" for k, v in machine.items() if k not in covered and v not in (None, "")]
         return " · ".join(parts)
     env = doc.get("environment") or {}
     return str(machine or " ".join(x for x in (env.get("machine"), env.get("platform")) if x) or "unknown")
@@ -279,12 +279,12 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         metric = "" if d.get("metric") is None else f"{d['metric_name']} {d['metric']:.4f}"
         drop = "" if d.get("accuracy_drop") is None else f"{d['accuracy_drop']:+.4f}"
         build = "cache" if d.get("from_cache") else f"{d.get('build_seconds') or 0.0:.1f}s"
-        return head + [_kb(d["size_bytes"]), _kb(d["compressed_size_bytes"]), _pct(d["size_reduction"]),
+        return head + [kib(d["size_bytes"]), kib(d["compressed_size_bytes"]), pct(d["size_reduction"]),
                        _ms(d["p50_ms"]), _ms(_p90_ms(m)), f"{d['speedup']:.2f}x", metric, drop, build, row["result"]]
     if row.get("built"):  # built but not measured (an optimized_model-only test)
         b = row["built"]
         build = "cache" if b.get("from_cache") else f"{b.get('build_seconds') or 0.0:.1f}s"
-        sizes = [_kb(b.get("size_bytes")), _kb(b.get("compressed_size_bytes"))]
+        sizes = [kib(b.get("size_bytes")), kib(b.get("compressed_size_bytes"))]
         return head + sizes + [""] * 6 + [build, row["result"]]
     return head + [""] * 9 + [row["result"]]
 

@@ -71,34 +71,39 @@ def parse_variants(value: str) -> tuple[str, ...]:
     return _names(value, list(VARIANTS), "variant")
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return n
+def _number(kind: type, minimum: float, what: str):
+    """An argparse converter to ``kind`` (int or float) of at least ``minimum``."""
+
+    def convert(value: str):
+        try:
+            n = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{value!r} must be at least {minimum:g}")
+        return n
+
+    return convert
 
 
-def _non_negative_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
-    return n
+_positive_int = _number(int, 1, "a whole number")
+_non_negative_int = _number(int, 0, "a whole number")
+_seconds = _number(float, 0.0, "a number of seconds")
 
 
-def _seconds(value: str) -> float:
-    try:
-        s = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if s < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more seconds")
-    return s
+def _validated(module: str, name: str):
+    """An argparse converter from a validator that raises ValueError (imported on first use,
+    so the plugin's start-up stays light)."""
+
+    def convert(value: str) -> Any:
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(module, __package__), name)(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 # (option, ini name, converter, default, help)
@@ -124,44 +129,23 @@ _SETTINGS = (
      "Where built variants are cached (default: .edgeopt/cache under the rootdir); cache it in CI"),
     ("--edgeopt-json", "edgeopt_json", str, None,
      "Write every measurement of the session (with raw latency samples and budget outcomes) to this JSON file"),
+    ("--edgeopt-html", "edgeopt_html", str, None,
+     "Write a self-contained HTML report (table, size vs accuracy with the Pareto front, latency, trends) here"),
 )
 
 
-def parse_edgetpu_device(value: str) -> str:
-    from .targets.edgetpu import parse_device
-
-    try:
-        return parse_device(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_adb(value: str) -> str:
+def _adb_address(value: str) -> str:
+    """``HOST:PORT`` normalised (``[V6]:PORT`` for IPv6)."""
     from .adb_server import parse_adb_address
 
-    try:
-        host, port = parse_adb_address(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    host, port = parse_adb_address(value)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_serial(value: str) -> str:
-    from .targets.android import validate_serial
-
-    try:
-        return validate_serial(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_affinity(value: str) -> str:
-    from .targets.android import validate_affinity_mask
-
-    try:
-        return validate_affinity_mask(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+parse_edgetpu_device = _validated(".targets.edgetpu", "parse_device")
+parse_adb = _validated(".plugin", "_adb_address")
+parse_serial = _validated(".targets.android", "validate_serial")
+parse_affinity = _validated(".targets.android", "validate_affinity_mask")
 
 
 # Target options: (option, ini name, converter, repeatable, default, help). The ini twin of a
@@ -198,7 +182,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("edgeopt", "edge model optimization budgets (pytest-edgeopt)")
     for opt, ini, conv, _default, help_text in _SETTINGS:
         metavar = {"--edgeopt-targets": "T1,T2", "--edgeopt-require": "T1,T2", "--edgeopt-variants": "V1,V2",
-                   "--edgeopt-cache-dir": "DIR", "--edgeopt-json": "PATH"}.get(opt, "N")
+                   "--edgeopt-cache-dir": "DIR", "--edgeopt-json": "PATH", "--edgeopt-html": "PATH"}.get(opt, "N")
         group.addoption(opt, dest=ini, type=conv, default=None, metavar=metavar, help=help_text)
         parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="string", default=None)
     for opt, ini, conv, repeat, _default, help_text in _TARGET_SETTINGS:
@@ -246,6 +230,7 @@ def _target_options(config: pytest.Config) -> dict[str, Any]:
 def settings_from_config(config: pytest.Config) -> Settings:
     cache = _setting(config, "edgeopt_cache_dir")
     json_path = _setting(config, "edgeopt_json")
+    html_path = _setting(config, "edgeopt_html")
     return Settings(
         targets=_setting(config, "edgeopt_targets"),
         variants=_setting(config, "edgeopt_variants"),
@@ -253,6 +238,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
         cache_dir=(config.rootpath / cache) if cache else config.rootpath / ".edgeopt" / "cache",
         rebuild=bool(config.getoption("edgeopt_rebuild")),
         json_path=Path(json_path) if json_path else None,
+        html_path=Path(html_path) if html_path else None,
         latency=LatencySettings(
             warmup=_setting(config, "edgeopt_warmup"),
             min_samples=_setting(config, "edgeopt_min_samples"),
@@ -662,9 +648,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class _Recorder:
     """Collects the records that reach this process's reports (on the xdist controller, the
     workers' reports arrive here with their records), and keeps the ``--edgeopt-json`` file
-    current while the session runs: each write is atomic, and a record is saved as it
-    arrives unless the last write was so recent that rewriting would cost more than a tenth
-    of the run's time (large suites), so a killed run keeps what it measured."""
+    current while the session runs (each write atomic), so a killed run keeps what it measured."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -677,20 +661,30 @@ class _Recorder:
         if record is None:
             return
         self.records.append(record)
-        if time.monotonic() - self._saved_at >= 10 * self._save_cost:
+        # Every record is saved as it arrives; past a few hundred, rewriting the whole file
+        # each time grows quadratically, so then at most a tenth of the run goes to saving.
+        if len(self.records) <= 300 or time.monotonic() - self._saved_at >= 10 * self._save_cost:
             self.save()
 
-    def save(self) -> None:
+    def path(self, path: Path | None) -> Path | None:
+        """A results path relative to where pytest was invoked."""
+        if path is None or path.is_absolute():
+            return path
+        return Path(self.config.invocation_params.dir) / path
+
+    def save(self) -> dict | None:
+        """Write the JSON (when asked for) and return the session document."""
         edge = self.config.stash[SESSION]
-        if _is_xdist_worker(self.config) or edge.settings.json_path is None:
-            return
-        path = edge.settings.json_path
-        if not path.is_absolute():
-            path = Path(self.config.invocation_params.dir) / path
+        if _is_xdist_worker(self.config):
+            return None
         start = time.monotonic()
-        report.write_json(path, self.records, edge.settings.to_dict())
+        doc = report.document(self.records, edge.settings.to_dict())
+        json_path = self.path(edge.settings.json_path)
+        if json_path is not None:
+            report.write_json(json_path, doc)
         self._saved_at = time.monotonic()
         self._save_cost = self._saved_at - start
+        return doc
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -703,7 +697,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if edge is None:
         return
     edge.close()
-    config.stash[RECORDER].save()
+    recorder = config.stash[RECORDER]
+    doc = recorder.save()
+    html_path = recorder.path(edge.settings.html_path)
+    if doc is not None and html_path is not None and doc["measurements"]:
+        from .html_report import write_html
+
+        write_html(html_path, doc)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -725,3 +725,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     edge = config.stash[SESSION]
     if edge.settings.json_path is not None:
         terminalreporter.write_line(f"edgeopt: measurements written to {edge.settings.json_path}")
+    if edge.settings.html_path is not None:
+        terminalreporter.write_line(f"edgeopt: HTML report written to {edge.settings.html_path}")

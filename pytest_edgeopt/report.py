@@ -9,6 +9,8 @@ text), and ``measurement`` (``Measurement.to_dict()``, or ``None`` when nothing 
 from __future__ import annotations
 
 import datetime as _dt
+import copy
+import functools
 import json
 import platform
 import sys
@@ -104,11 +106,11 @@ def json_key(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-def _kb(n: float | None) -> str:
+def kib(n: float | None) -> str:
     return "" if n is None else f"{n / 1024:,.1f}"
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
 
@@ -132,13 +134,13 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
             metric = "" if d["metric"] is None else f"{d['metric_name']} {d['metric']:.4f}"
             drop = "" if d["accuracy_drop"] is None else f"{d['accuracy_drop']:+.4f}"
             build = "cache" if d["from_cache"] else f"{d['build_seconds']:.1f}s"
-            body.append([row["model"], row["variant"], where, _kb(d["size_bytes"]), _kb(d["compressed_size_bytes"]),
-                         _pct(d["size_reduction"]), f"{d['p50_ms']:.4f}", f"{d['speedup']:.2f}x", metric, drop,
+            body.append([row["model"], row["variant"], where, kib(d["size_bytes"]), kib(d["compressed_size_bytes"]),
+                         pct(d["size_reduction"]), f"{d['p50_ms']:.4f}", f"{d['speedup']:.2f}x", metric, drop,
                          build, row["result"]])
         elif row.get("built"):  # built but not measured (an optimized_model-only test)
             b = row["built"]
             build = "cache" if b["from_cache"] else f"{b['build_seconds']:.1f}s"
-            body.append([row["model"], row["variant"], where, _kb(b["size_bytes"]), _kb(b["compressed_size_bytes"])]
+            body.append([row["model"], row["variant"], where, kib(b["size_bytes"]), kib(b["compressed_size_bytes"])]
                         + [""] * 5 + [build, row["result"]])
         else:
             body.append([row.get("model") or "-", row["variant"], where] + [""] * 8 + [row["result"]])
@@ -163,6 +165,7 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+@functools.cache
 def environment() -> dict[str, Any]:
     """Python, platform and package versions (recorded with every saved result)."""
     from importlib import metadata
@@ -183,15 +186,20 @@ def _recommend(records: list[Mapping[str, Any]]) -> list:
     return recommend(records)
 
 
-def write_json(path: Path, records: list[Mapping[str, Any]], settings: Mapping[str, Any]) -> None:
-    """Every record of the session, atomically (readers never see a half-written file)."""
-    doc = {
+def document(records: list[Mapping[str, Any]], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The session as one JSON-ready document (what ``--edgeopt-json``, saved runs and the
+    HTML report hold)."""
+    return {
         "schema": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": dict(settings),
-        "environment": environment(),
+        "environment": copy.deepcopy(environment()),
         "totals": totals(records),
         "recommendations": [r.to_dict() for r in _recommend(records)],
         "measurements": sorted(records, key=lambda r: (_row_key(r), r["test"])),
     }
+
+
+def write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    """The document, atomically (readers never see a half-written file)."""
     atomic_write_json(Path(path), doc, compact=True)

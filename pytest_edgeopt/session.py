@@ -29,6 +29,7 @@ class Settings:
     rebuild: bool
     json_path: Path | None
     latency: LatencySettings
+    html_path: Path | None = None
     #: Target-specific settings by option name without the ``edgeopt_`` prefix
     #: (``edgetpu``: device strings, ``edgetpu_library``, ``adb``, ``serial``...).
     target_options: dict[str, Any] = field(default_factory=dict)

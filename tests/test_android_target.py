@@ -4,9 +4,13 @@ benchmark_model stand-in (devices/benchmark_model_standin.py) with LiteRT on the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
+import signal
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +28,11 @@ from pytest_edgeopt.adb_server import (
     parse_adb_address,
 )
 from pytest_edgeopt.targets.android import (
+    ABANDONED_AFTER_S,
     AndroidTarget,
     DeviceLink,
+    RunDirOwner,
+    abandoned_reason,
     benchmark_args,
     describe_exit,
     discover_android,
@@ -33,7 +40,9 @@ from pytest_edgeopt.targets.android import (
     flag_safe_input_name,
     is_tcp_serial,
     parse_dumpsys_battery,
+    parse_run_dir_listing,
     predict_script,
+    process_start,
     sanitize_label,
     signal_name,
     validate_affinity_mask,
@@ -219,6 +228,64 @@ def test_parse_dumpsys_battery() -> None:
         "battery_level": 87, "battery_temperature_c": 31.2, "battery_status": 2, "powered": "usb"}
 
 
+ME = RunDirOwner(host="ci-1", machine="m1", pidns="pid:[4026531836]", pid=100, start="boot1/500", created=1e9)
+DAY_H = ABANDONED_AFTER_S / 3600
+
+
+@pytest.mark.parametrize(
+    "owner, idle_h, probe, in_use, why",
+    [
+        (None, 1000, None, False, None),  # no marker: a user's fixed run_dir, an older version's
+        (ME, 1000, None, True, None),  # one of this process's open run dirs
+        (dataclasses.replace(ME, host="ci-2"), 1, None, False, None),  # another host: may be live
+        (dataclasses.replace(ME, host="ci-2"), None, None, False, None),
+        (dataclasses.replace(ME, host="ci-2"), DAY_H + 1, None, False, "unused for 25 h"),
+        (dataclasses.replace(ME, pid=7), DAY_H + 1, (True, "boot1/9"), False, "unused for 25 h"),
+        (dataclasses.replace(ME, pid=7, start="boot1/9"), 1, (False, ""), False, "its process ended (ci-1 pid 7)"),
+        (dataclasses.replace(ME, pid=7, start="boot1/9"), 1, (True, "boot1/9"), False, None),
+        (dataclasses.replace(ME, pid=7, start="boot1/9"), 1, (True, "boot2/9"), False, "pid 7 is now another process"),
+        (dataclasses.replace(ME, pid=7, start=""), 1, (True, "boot1/9"), False, None),  # start unknown: alive
+        (dataclasses.replace(ME, pid=7, start="boot1/9"), 1, (True, ""), False, None),
+        (ME, 1, None, False, "left by an earlier session of this process"),
+        # same name, another machine or container: its pids are not ours
+        (dataclasses.replace(ME, pid=7, machine="m2"), 1, (False, ""), False, None),
+        (dataclasses.replace(ME, pid=7, pidns="pid:[4026532000]"), 1, (False, ""), False, None),
+    ],
+)
+def test_abandoned_reason(owner, idle_h, probe, in_use, why) -> None:
+    def no_probe(pid: int) -> tuple[bool, str]:
+        raise AssertionError("the pid must not matter here")
+
+    got = abandoned_reason(owner, None if idle_h is None else idle_h * 3600.0, me=ME, in_use_here=in_use,
+                           probe=(lambda pid: probe) if probe else no_probe)
+    assert (got is None) == (why is None) and (why is None or why in got), got
+
+
+def test_owner_marker_round_trip() -> None:
+    me = RunDirOwner.current()
+    assert me.pid == os.getpid() and me.host and me.created > 0
+    assert RunDirOwner.parse(me.to_text()) == me
+    assert process_start(os.getpid()) == me.start
+    for bad in ("", "host=x\npid=1", me.to_text().replace("pid=", "pid=x"), me.to_text().replace("pid=", "pid=-")):
+        assert RunDirOwner.parse(bad) is None
+
+
+def test_parse_run_dir_listing() -> None:
+    owner = ME.to_text()
+    text = (
+        "now=1000100\n"
+        "dir=edgeopt-a1\nmtime=1000000\n" + "".join(f" {line}\n" for line in owner.splitlines())
+        + " dir=edgeopt-injected\n"  # owner lines are indented: never a directory of their own
+        + "dir=edgeopt-b2\nmtime=0\n" + "".join(f" {line}\n" for line in owner.splitlines())
+        + "dir=edgeopt-c3\nmtime=999999\n junk\n"
+        + "sh: something on stderr\n"
+        + "dir=../etc\nmtime=1\n" + "".join(f" {line}\n" for line in owner.splitlines())
+    )
+    got = parse_run_dir_listing(text, host_now=ME.created + 50)
+    assert [(d.name, d.idle_s) for d in got] == [("edgeopt-a1", 100.0), ("edgeopt-b2", 50.0), ("edgeopt-c3", 101.0)]
+    assert got[0].owner == ME and got[1].owner == ME and got[2].owner is None
+
+
 def _elf_header(machine: int) -> bytes:
     """The first bytes of a 64-bit little-endian ELF executable for ``machine``."""
     return b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8) + struct.pack("<HHI", 2, machine, 1) + bytes(240)
@@ -247,8 +314,7 @@ def phone(adb_server: AdbServer, tmp_path_factory: pytest.TempPathFactory):
     device = EmulatedDevice(tmp_path_factory.mktemp("phone"), model="Pixel Emu", product="emu_phone",
                                      battery_level=81, temperature_c=33.5)
     device.start()
-    adb_server.connect(device.address)
-    adb_server.wait_for_state(device.address, "device", timeout=20)
+    adb_server.connect(device.address, timeout=20)
     yield device
     adb_server.disconnect(device.address)
     device.stop()
@@ -535,7 +601,6 @@ def test_adb_server_gone_is_a_quick_clear_error(phone, device: Device, standin: 
                                                models: dict[str, Path]) -> None:
     with AdbServer() as own:
         own.connect(phone.address)
-        own.wait_for_state(phone.address)
         t = AndroidTarget("android_cpu", device, adb=own.address, benchmark_model=standin, gpu=False, repeats=1)
         t.prepare()
     start = time.monotonic()
@@ -649,3 +714,119 @@ time.sleep(60)
             proc.kill()
             proc.wait()
     assert not phone.host_path(run_dir).exists()
+
+
+def _fake_run_dir(phone, name: str, owner: RunDirOwner | None, age_h: float = 0.0) -> Path:
+    path = phone.host_path(f"/data/local/tmp/{name}")
+    (path / "predict").mkdir(parents=True)
+    files = [path]
+    if owner is not None:
+        (path / "owner").write_text(owner.to_text())
+        files.append(path / "owner")
+    if age_h:
+        then = time.time() - age_h * 3600
+        for f in files:
+            os.utime(f, (then, then))
+    return path
+
+
+def test_first_use_sweeps_provably_abandoned_run_dirs(make_target, phone) -> None:
+    me = RunDirOwner.current()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    other = dataclasses.replace(me, host="farm-host-2", machine="", pidns="", pid=dead.pid)
+    fakes = {
+        "edgeopt-deadpid": (dataclasses.replace(me, pid=dead.pid, start="x/1"), 0, True),
+        "edgeopt-reused": (dataclasses.replace(me, pid=live.pid, start="x/1"), 0, True),
+        "edgeopt-livepid": (dataclasses.replace(me, pid=live.pid, start=process_start(live.pid)), 0, False),
+        "edgeopt-earlier": (me, 0, True),  # this process, not in use: an earlier in-process session's
+        "edgeopt-otheryoung": (other, 23, False),
+        "edgeopt-otherold": (other, 25, True),
+        "edgeopt-fixed": (None, 48, False),  # a user's run_dir: no owner marker
+    }
+    paths = {name: _fake_run_dir(phone, name, owner, age_h) for name, (owner, age_h, _) in fakes.items()}
+    try:
+        t = make_target()
+        t.prepare()
+        for name, (_, _, removed) in fakes.items():
+            assert paths[name].exists() != removed, name
+        assert phone.host_path(t.run_dir).is_dir()
+        swept = dict(t._rundir.swept)
+        assert sorted(swept) == sorted(f"/data/local/tmp/{n}" for n, (_, _, r) in fakes.items() if r)
+        assert "unused for 25 h" in swept["/data/local/tmp/edgeopt-otherold"]
+        assert f"pid {dead.pid}" in swept["/data/local/tmp/edgeopt-deadpid"]
+        owner = RunDirOwner.parse(phone.host_path(f"{t.run_dir}/owner").read_text())
+        assert owner is not None and owner.same_host(me) and owner.pid == os.getpid()
+        gpu = make_target("android_gpu")  # the device's second target shares the run dir: no second sweep
+        gpu.prepare()
+        assert gpu.run_dir == t.run_dir and dict(gpu._rundir.swept) == swept
+    finally:
+        live.kill()
+        live.wait()
+        for path in paths.values():
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+def test_run_dir_of_a_killed_session_is_swept_by_the_next(adb_server: AdbServer, phone, standin: Path,
+                                                          device: Device, make_target) -> None:
+    """SIGKILL leaves no chance to clean up: the next session on this host removes the dir."""
+    code = f"""
+import time
+from pathlib import Path
+from pytest_edgeopt.targets.android import AndroidTarget
+from pytest_edgeopt.targets.base import Device
+t = AndroidTarget("android_cpu", Device("android", {device.id!r}, None, {dict(device.details)!r}),
+                  adb={adb_server.address!r}, benchmark_model=Path({str(standin)!r}), gpu=False)
+t.prepare()
+print(t.run_dir, flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        run_dir = proc.stdout.readline().strip()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = phone.host_path(run_dir)
+    owner = RunDirOwner.parse((left / "owner").read_text())
+    assert owner is not None and owner.pid == proc.pid and owner.same_host(RunDirOwner.current())
+    make_target().prepare()
+    assert not left.exists()
+
+
+def test_a_device_that_does_not_come_back_fails_later_steps_at_once(adb_server: AdbServer, standin: Path,
+                                                                    models: dict[str, Path], tmp_path: Path) -> None:
+    from devices.emulated_device import EmulatedDevice
+
+    dev = EmulatedDevice(tmp_path / "phone")
+    dev.start()
+    try:
+        adb_server.connect(dev.address)
+        (found,) = discover_android(adb_server.address, [dev.address]).devices
+        t = AndroidTarget("android_cpu", found, adb=adb_server.address, benchmark_model=standin, gpu=False,
+                          repeats=1, step_timeout_s=30, reconnect_timeout_s=2)
+        t.prepare()
+        port = dev.port
+        dev.stop()
+        with pytest.raises(TargetError) as info:
+            t.latency(models["float"], FAST)
+        first = str(info.value)
+        assert f"android_cpu on {dev.address}: the device went offline during step 'push model" in first
+        assert "did not come back within 2 s" in first
+        start = time.monotonic()
+        with pytest.raises(TargetError) as info:
+            t.latency(models["int8"], FAST)
+        assert time.monotonic() - start < 2
+        assert "not run: the device went offline during step 'push model" in str(info.value)
+        dev.start(port=port)  # it comes back: the next step reconnects and runs
+        assert t.latency(models["int8"], FAST).stats.count == 1
+        t.close()
+        assert not [p for p in dev.host_path("/data/local/tmp").iterdir() if p.name.startswith("edgeopt-")]
+    finally:
+        dev.stop()
+        adb_server.disconnect(dev.address)

@@ -21,7 +21,8 @@ import adbutils
 import numpy as np
 import pytest
 
-from adb_helpers import AdbServer, bundled_adb, system_adb
+from adb_helpers import bundled_adb, system_adb
+from pytest_edgeopt.adb_server import AdbServer, device_state
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # devices/ is not an installed package; a root conftest.py would do this
@@ -34,10 +35,9 @@ FAST = "--min_secs=0 --warmup_min_secs=0 --warmup_runs=1"
 
 
 @pytest.fixture(scope="session")
-def adb_server(tmp_path_factory: pytest.TempPathFactory):
-    server = AdbServer(tmp_path_factory.mktemp("adb-home"), binary=bundled_adb()).start()
-    yield server
-    server.kill()
+def adb_server():
+    with AdbServer(adb=bundled_adb()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -47,12 +47,12 @@ def device(tmp_path: Path, adb_server: AdbServer):
     adb_server.connect(dev.address)
     yield dev
     dev.stop()
-    adb_server.run("disconnect", dev.address)
+    adb_server.disconnect(dev.address)
 
 
 @pytest.fixture
 def phone(device: EmulatedDevice, adb_server: AdbServer) -> adbutils.AdbDevice:
-    return adb_server.client().device(device.address)
+    return adb_server.client.device(device.address)
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +217,7 @@ def test_drop_during_shell_breaks_the_command_and_the_transport(device: Emulated
         phone.shell2("seq 1 200000", v2=True, timeout=10)
     # The transport went offline; adb reconnects a dropped `adb connect` device by itself.
     deadline = time.monotonic() + 15
-    while not (device.accepted > accepted and adb_server.devices().get(device.address) == "device"):
+    while not (device.accepted > accepted and device_state(adb_server.client, device.address) == "device"):
         assert time.monotonic() < deadline, "adb did not reconnect the dropped transport"
         time.sleep(0.1)
     device.faults.drop_during_shell = True
@@ -265,7 +265,7 @@ def test_stop_restart_reconnect(device: EmulatedDevice, adb_server: AdbServer, p
     phone.sync.push(b"persists", f"{TMP}/keep.txt")
     port = device.port
     device.stop()
-    adb_server.wait_for(device.address, "offline")
+    adb_server.wait_for_state(device.address, "offline")
     dead = adb_server.run("-s", device.address, "shell", "echo dead")
     assert dead.returncode != 0 and b"offline" in dead.stderr
     device.start(port=port)
@@ -275,13 +275,13 @@ def test_stop_restart_reconnect(device: EmulatedDevice, adb_server: AdbServer, p
 
 def test_command_line_runs_a_device(tmp_path: Path, adb_server: AdbServer) -> None:
     command = [sys.executable, "-m", "devices.emulated_device", "--root", str(tmp_path / "dev"),
-               "--connect", str(adb_server.port), "--adb", adb_server.binary]
+               "--connect", str(adb_server.port), "--adb", adb_server.adb]
     with subprocess.Popen(command, cwd=REPO, env=adb_server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
         try:
             address = proc.stdout.readline().strip()
             assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
-            adb_server.wait_for(address, "device")
+            adb_server.wait_for_state(address, "device")
             model = adb_server.run("-s", address, "shell", "getprop ro.product.model").stdout
             assert model == b"Edgeopt Emulated\n"
         finally:
@@ -289,12 +289,12 @@ def test_command_line_runs_a_device(tmp_path: Path, adb_server: AdbServer) -> No
             _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert f"connected to {address}" in err
-    adb_server.run("disconnect", address)
+    adb_server.disconnect(address)
 
 
 @pytest.mark.skipif(system_adb() is None, reason="no adb on PATH besides the bundled one (apt-get install adb)")
 def test_system_adb_cli(tmp_path: Path) -> None:
-    server = AdbServer(tmp_path / "home", binary=system_adb()).start()
+    server = AdbServer(adb=system_adb(), home=tmp_path / "home").start()
     dev = EmulatedDevice(tmp_path / "device")
     try:
         dev.start()
@@ -308,7 +308,7 @@ def test_system_adb_cli(tmp_path: Path) -> None:
         assert (tmp_path / "dn.bin").read_bytes() == payload
     finally:
         dev.stop()
-        server.kill()
+        server.stop()
 
 
 # --- benchmark_model stand-in --------------------------------------------------------------

@@ -147,9 +147,25 @@ def test_results_are_classed_and_coloured(doc: dict, html: str, page: Page) -> N
 
 def test_the_header_shows_run_machine_and_versions(doc: dict, page: Page) -> None:
     text = " ".join(page.text)
-    for value in ("nightly-42", "2026-11-23T19:02:33+00:00", "e998fe0c0ffee", "uncommitted", "hostname ci-runner-1",
-                  "3.11.7", *doc["environment"]["packages"].values()):
+    for value in ("nightly-42", "2026-11-23T19:02:33+00:00", "e998fe0c0ffee", "uncommitted",
+                  "ci-runner-1 · cpu x86_64", "3.11.7", *doc["environment"]["packages"].values()):
         assert str(value) in text
+
+
+def test_the_header_reads_a_saved_runs_metadata(doc: dict) -> None:
+    """The layout store.save_run writes: run {number, name, saved, commit, dirty}, metadata {git, machine...}."""
+    d = {k: v for k, v in doc.items() if k not in ("run", "environment")}
+    d["measurements"] = [r for r in doc["measurements"] if r["target"] == "cpu"][:2]
+    d["run"] = {"number": 7, "name": "nightly", "saved": "2026-11-24T02:00:00+00:00", "commit": "c287fa8",
+                "dirty": False}
+    d["metadata"] = {"git": {"commit": "c287fa8", "branch": "main", "dirty": False}, "python": "3.11.7",
+                     "machine": {"hostname": "ci-7", "cpu_model": "Xeon", "cores": 2, "memory_bytes": 2**34},
+                     "packages": {"tensorflow": "2.21.0"}}
+    text = " ".join(Page(render_html(d)).text)
+    for value in ("#7 nightly", "2026-11-24T02:00:00+00:00", "c287fa8", "on main",
+                  "ci-7 · Xeon · 2 cores · 16.0 GiB memory", "tensorflow", "2.21.0"):
+        assert value in text
+    assert "uncommitted" not in text
 
 
 def test_every_test_not_passed_is_listed_with_its_reason(doc: dict, page: Page) -> None:

@@ -12,12 +12,20 @@ each, named by content hash) and the eval data. :meth:`AndroidTarget.close` remo
 close removes it); an interrupted run removes it at exit (``atexit``, and SIGTERM when
 nobody else handles it). Nothing is written outside the run directory.
 
+A run that cannot clean up (the device vanished mid-run, the host process was killed
+with SIGKILL) leaves its directory behind, so each one carries an ``owner`` file (host,
+pid, process start, creation time) and a session's first use of a device sweeps away the
+``edgeopt-*`` directories that are provably abandoned: the same host's whose process is
+gone, and anyone's with nothing new in them for 24 hours (:func:`abandoned_reason`). A
+directory without an owner file (a user's fixed ``run_dir``) is never touched.
+
 Faults, per step (push, run, pull...):
 
 - no answer within ``step_timeout_s`` -> :class:`TargetError` naming device and step;
 - the device drops off adb mid-step -> reconnect (``adb disconnect``/``connect`` for
   ``HOST:PORT`` serials, then poll for state ``device``) and retry the step once, then
-  :class:`TargetError` naming device and step;
+  :class:`TargetError` naming device and step; a device that did not come back fails
+  each later step at once (after one quick reconnect attempt);
 - ``benchmark_model`` exits non-zero -> :class:`TargetError` with the exit code (and the
   signal's name for 128+N) and the tail of its output;
 - no binary, or one the device cannot execute (wrong ABI: exit 126, ``Exec format error``,
@@ -69,12 +77,16 @@ from .base import Device, Discovery, LatencyResult, LatencySettings, TargetError
 __all__ = [
     "AndroidTarget",
     "DeviceLink",
+    "RunDirOwner",
     "ShellResult",
     "BENCHMARK_MODEL_OPTION",
+    "abandoned_reason",
     "benchmark_args",
     "discover_android",
     "parse_dumpsys_battery",
+    "parse_run_dir_listing",
     "predict_script",
+    "sweep_abandoned_run_dirs",
     "validate_remote_path",
     "validate_serial",
 ]
@@ -735,6 +747,230 @@ def predict_script(
 
 # --------------------------------------------------------------------------- run directory
 
+#: The marker in each run directory this package creates (not in a fixed ``run_dir``).
+OWNER_FILE = "owner"
+OWNER_HEADER = "pytest-edgeopt run dir v1"
+#: A run directory with no new file for this long (device clock) is abandoned, whoever owns it.
+ABANDONED_AFTER_S = 24 * 3600.0
+_RUN_DIR_NAME_RE = re.compile(rf"^{RUN_DIR_PREFIX}[A-Za-z0-9._-]+$")
+_OWNER_VALUE_RE = re.compile(r"[^A-Za-z0-9._:/@+\[\]-]")
+
+
+def _owner_value(text: str) -> str:
+    return _OWNER_VALUE_RE.sub("_", text)[:200]
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> str:
+    """What tells process ``pid`` from a later one that gets the same pid: the boot id and
+    its start time in clock ticks since boot (Linux ``/proc``); ``""`` where unknown."""
+    boot = _read_text("/proc/sys/kernel/random/boot_id")
+    try:
+        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+    return _owner_value(f"{boot}/{ticks}")
+
+
+def probe_process(pid: int) -> tuple[bool, str]:
+    """``(alive, start)`` of a process on this host (:func:`process_start`)."""
+    if pid <= 0:
+        return True, ""  # not a single process: never provably gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False, ""
+    except OSError:  # EPERM: alive, another user's
+        pass
+    return True, process_start(pid)
+
+
+@dataclass(frozen=True, slots=True)
+class RunDirOwner:
+    """Who made a run directory, as its ``owner`` file says.
+
+    ``host`` is the host name; ``machine`` (a hash of ``/etc/machine-id``, which is not to
+    be shown as is) and ``pidns`` (the pid namespace) tell apart hosts and containers that
+    share a name, ``""`` where unknown;
+    ``pid`` and ``start`` (:func:`process_start`) the process; ``created`` the host's
+    clock at creation (Unix seconds).
+    """
+
+    host: str
+    machine: str
+    pidns: str
+    pid: int
+    start: str
+    created: float
+
+    @classmethod
+    def current(cls) -> "RunDirOwner":
+        pidns = ""
+        try:
+            pidns = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            pass
+        machine = _read_text("/etc/machine-id")
+        return cls(
+            host=_owner_value(socket.gethostname()),
+            machine=hashlib.sha256(f"pytest-edgeopt:{machine}".encode()).hexdigest()[:16] if machine else "",
+            pidns=_owner_value(pidns),
+            pid=os.getpid(),
+            start=process_start(os.getpid()),
+            created=round(time.time(), 3),
+        )
+
+    def same_host(self, other: "RunDirOwner") -> bool:
+        """Same host name, machine id and pid namespace: its pids are our pids."""
+        return (self.host, self.machine, self.pidns) == (other.host, other.machine, other.pidns)
+
+    def to_text(self) -> str:
+        return (
+            f"{OWNER_HEADER}\nhost={self.host}\nmachine={self.machine}\npidns={self.pidns}\n"
+            f"pid={self.pid}\nstart={self.start}\ncreated={self.created:.3f}\n"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> "RunDirOwner | None":
+        """The owner an ``owner`` file names; ``None`` unless it is a complete marker."""
+        lines = text.splitlines()
+        if not lines or lines[0].strip() != OWNER_HEADER:
+            return None
+        values = dict(line.partition("=")[::2] for line in lines[1:] if "=" in line)
+        try:
+            owner = cls(
+                host=values["host"],
+                machine=values["machine"],
+                pidns=values["pidns"],
+                pid=int(values["pid"]),
+                start=values["start"],
+                created=float(values["created"]),
+            )
+        except (KeyError, ValueError):
+            return None
+        return owner if owner.host and owner.pid > 0 and math.isfinite(owner.created) else None
+
+
+def abandoned_reason(
+    owner: RunDirOwner | None,
+    idle_s: float | None,
+    *,
+    me: RunDirOwner,
+    in_use_here: bool,
+    probe: Callable[[int], tuple[bool, str]] = probe_process,
+    max_idle_s: float = ABANDONED_AFTER_S,
+) -> str | None:
+    """Why another session's run directory is provably abandoned; ``None``: keep it.
+
+    - one of this process's open run directories (``in_use_here``): keep;
+    - no owner marker (a user's fixed ``run_dir``, an older version's, one being made): keep;
+    - nothing new in it for ``max_idle_s`` (``idle_s``, on the device's clock): abandoned,
+      whatever the host;
+    - made on another host (or container): keep, its session may be running;
+    - made by this process (``me``) but not open: an earlier in-process session lost its
+      device before cleaning up: abandoned;
+    - made by another process of this host: abandoned when ``probe(pid)`` says that pid is
+      gone or now belongs to a process with another start.
+    """
+    if owner is None or in_use_here:
+        return None
+    if idle_s is not None and idle_s >= max_idle_s:
+        return f"unused for {idle_s / 3600:.0f} h (owner {owner.host} pid {owner.pid})"
+    if not owner.same_host(me):
+        return None
+    if owner.pid == me.pid and owner.start == me.start:
+        return f"left by an earlier session of this process ({owner.host} pid {owner.pid})"
+    alive, start = probe(owner.pid)
+    if not alive:
+        return f"its process ended ({owner.host} pid {owner.pid})"
+    if owner.start and start and start != owner.start:
+        return f"its process ended ({owner.host} pid {owner.pid} is now another process)"
+    return None
+
+
+#: One ``sh -c`` script that lists the run directories of ``$1`` with an owner file:
+#: ``now=`` (device clock), then per directory ``dir=``, ``mtime=`` (its newest entry's,
+#: 0 if unknown) and the owner file, each line indented by a space (so it cannot pass
+#: for a ``dir=`` line). Names with other characters are skipped, never touched.
+SWEEP_LIST_SCRIPT = f"""cd "$1" 2>/dev/null || exit 0
+printf 'now=%s\\n' "$(date +%s)"
+for d in {RUN_DIR_PREFIX}*; do
+  case "$d" in *[!A-Za-z0-9._-]*) continue ;; esac
+  [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$d/{OWNER_FILE}" ] || continue
+  m=0
+  for t in $(stat -c %Y "$d" "$d/{OWNER_FILE}" 2>/dev/null); do [ "$t" -gt "$m" ] 2>/dev/null && m=$t; done
+  printf 'dir=%s\\nmtime=%s\\n' "$d" "$m"
+  head -c 4096 "$d/{OWNER_FILE}" | while IFS= read -r line; do printf ' %s\\n' "$line"; done
+done"""
+
+
+@dataclass(frozen=True, slots=True)
+class ListedRunDir:
+    """A run directory as :data:`SWEEP_LIST_SCRIPT` describes it."""
+
+    name: str
+    owner: RunDirOwner | None
+    idle_s: float | None
+
+
+def parse_run_dir_listing(text: str, host_now: float | None = None) -> list[ListedRunDir]:
+    """The directories in :data:`SWEEP_LIST_SCRIPT`'s output. ``idle_s`` is the device's
+    now minus the newest mtime; where the device gave no times, the host's clock
+    (``host_now``, default now) minus the owner's ``created``."""
+    now: int | None = None
+    blocks: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if line.startswith(" ") and blocks:
+            blocks[-1]["owner"].append(line[1:])
+        elif line.startswith("now="):
+            now = int(line[4:]) if line[4:].strip().isdigit() else None
+        elif line.startswith("dir="):
+            blocks.append({"name": line[4:], "mtime": None, "owner": []})
+        elif line.startswith("mtime=") and blocks and line[6:].strip().isdigit():
+            blocks[-1]["mtime"] = int(line[6:]) or None
+    host_now = time.time() if host_now is None else host_now
+    out = []
+    for b in blocks:
+        if not _RUN_DIR_NAME_RE.match(b["name"]):
+            continue
+        owner = RunDirOwner.parse("\n".join(b["owner"]))
+        if now is not None and b["mtime"] is not None:
+            idle: float | None = float(now - b["mtime"])
+        else:
+            idle = host_now - owner.created if owner else None
+        out.append(ListedRunDir(b["name"], owner, idle))
+    return out
+
+
+def sweep_abandoned_run_dirs(link: DeviceLink, keep: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Remove the run directories under :data:`REMOTE_ROOT` that are provably abandoned
+    (:func:`abandoned_reason`): one shell command lists them with their owners, one more
+    removes them when there are any. ``keep``: paths never removed. Returns ``(path,
+    reason)`` per directory removed; :class:`TargetError` when the device does not answer."""
+    res = link.shell("list abandoned run directories", f"sh -c {shlex.quote(SWEEP_LIST_SCRIPT)} sh {REMOTE_ROOT}")
+    me = RunDirOwner.current()
+    with _RunDir._lock:
+        in_use = {rd.path for rd in _RunDir._registry.values()}
+    doomed: list[tuple[str, str]] = []
+    for entry in parse_run_dir_listing(res.output):
+        path = f"{REMOTE_ROOT}/{entry.name}"
+        if path in keep:
+            continue
+        reason = abandoned_reason(entry.owner, entry.idle_s, me=me, in_use_here=path in in_use)
+        if reason is not None:
+            doomed.append((validate_remote_path(path), reason))
+    if doomed:
+        rm = link.shell("remove abandoned run directories", "rm -rf " + " ".join(shlex.quote(p) for p, _ in doomed))
+        if rm.returncode != 0:
+            raise TargetError(f"{link.who}: could not remove abandoned run directories: {output_tail(rm.output)}")
+    return doomed
+
 
 class _RunDir:
     """The per-device, per-session directory under /data/local/tmp (shared by the
@@ -752,6 +988,8 @@ class _RunDir:
         self.models: dict[str, str] = {}
         self.link: DeviceLink | None = None
         self.key: tuple[str, str, str | None] | None = None
+        #: What the first use of the device swept away: ``(path, reason)`` per directory.
+        self.swept: list[tuple[str, str]] | None = None
 
     @classmethod
     def acquire(cls, link: DeviceLink, run_dir: str | None) -> "_RunDir":
@@ -777,14 +1015,20 @@ class _RunDir:
         self.remove(link)
 
     def ensure(self, link: DeviceLink) -> None:
+        """Create the directory (with its owner marker unless it is a fixed ``run_dir``);
+        the first time, sweep away the run directories other sessions abandoned."""
         if self.created:
             return
-        cmd = f"mkdir -p {shlex.quote(self.predict_dir)}"
-        if self.owned:  # best effort: run dirs of sessions killed hard more than a day ago
-            cmd += (
-                f" && (find {REMOTE_ROOT} -maxdepth 1 -type d -name '{RUN_DIR_PREFIX}*' -mtime +1 "
-                "-exec rm -rf {} + 2>/dev/null; true)"
-            )
+        if self.swept is None:
+            self.swept = []
+            try:
+                self.swept = sweep_abandoned_run_dirs(link, keep=(self.path,))
+            except TargetError:
+                pass  # best effort: a device that does not answer fails the mkdir below
+        q = shlex.quote
+        cmd = f"mkdir -p {q(self.predict_dir)}"
+        if self.owned:
+            cmd += f" && printf '%s' {q(RunDirOwner.current().to_text())} > {q(f'{self.path}/{OWNER_FILE}')}"
         res = link.shell("create the run directory", cmd)
         if res.returncode != 0:
             raise TargetError(
@@ -902,10 +1146,12 @@ class AndroidTarget:
     host path of an Android build of the tool (the ``--edgeopt-benchmark-model`` option);
     ``threads`` the interpreter threads (default: ``LatencySettings.threads``);
     ``affinity_mask`` a hex CPU mask to pin the tool with ``taskset`` (big cores differ per
-    device); ``step_timeout_s`` bounds each push, run and pull; ``run_dir`` a fixed
-    directory under /data/local/tmp to reuse across sessions (kept on close, with its
-    binary) instead of a fresh random one; ``repeats`` how many times :meth:`latency`
-    runs the tool; ``predict_batch`` the most eval samples per invocation.
+    device); ``step_timeout_s`` bounds each push, run and pull, ``reconnect_timeout_s``
+    the wait for a device that dropped off adb (default: ``step_timeout_s``, at most
+    30 s); ``run_dir`` a fixed directory under /data/local/tmp to reuse across sessions
+    (kept on close, with its binary; no owner marker, so no sweep ever removes it)
+    instead of a fresh random one; ``repeats`` how many times :meth:`latency` runs the
+    tool; ``predict_batch`` the most eval samples per invocation.
     """
 
     def __init__(

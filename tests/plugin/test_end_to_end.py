@@ -226,3 +226,20 @@ def test_results_survive_a_killed_run(project: pytest.Pytester) -> None:
     doc = json.loads(out.read_text())
     assert sorted(r["variant"] for r in doc["measurements"]) == ["dynamic_range", "fp32"]
     assert not list(project.path.glob(".killed.json.*"))
+
+
+def test_html_report_from_the_session(project: pytest.Pytester) -> None:
+    project.makepyfile(test_html="""
+        import pytest
+        @pytest.mark.edgeopt_variants("fp32", "float16")
+        def test_v(measurement):
+            pass
+    """)
+    out = project.path / "report.html"
+    result = project.runpytest("-p", "no:cacheprovider", f"--edgeopt-html={out}", f"--edgeopt-json={project.path / 'r.json'}")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"edgeopt: HTML report written to {out}"])
+    page = out.read_text()
+    assert page.count("data:image/png;base64,") >= 2
+    size_kib = json.loads((project.path / "r.json").read_text())["measurements"][0]["measurement"]["size_bytes"] / 1024
+    assert f"{size_kib:,.1f}" in page
