@@ -7,7 +7,14 @@ Shared fixtures live here; none of them imports tensorflow until a test needs it
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
+
+from tests.edgetpu_helpers import STUB_DIR as EDGETPU_STUB_DIR, load_edgetpu_stub
 
 
 @pytest.fixture(scope="session")
@@ -39,4 +46,77 @@ def tensorflow_loaded() -> None:
     import_tf()
     import_keras()
     import_tfmot()
-    import ai_edge_quantizer.quantizer  # noqa: F401
+    import ai_edge_quantizer.quantizer  # noqa: F401 (imported for its side effect: loaded once)
+
+
+# -- Android: a real adb server and the emulated device ---------------------------------------
+@pytest.fixture(scope="module")
+def adb_server():
+    """A real adb server (the adbutils wheel's adb) on a free port with a temporary HOME,
+    killed at teardown (checked)."""
+    from pytest_edgeopt.adb_server import AdbServer
+
+    server = AdbServer().start()
+    try:
+        yield server
+    finally:
+        pid = server.pid
+        server.stop()
+        if pid is not None:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+@pytest.fixture(scope="module")
+def phone(adb_server, tmp_path_factory: pytest.TempPathFactory):
+    """An emulated Android device (devices/emulated_device.py) connected to ``adb_server``."""
+    from devices.emulated_device import EmulatedDevice
+
+    device = EmulatedDevice(tmp_path_factory.mktemp("phone"), model="Pixel Emu", product="emu_phone",
+                            battery_level=81, temperature_c=33.5)
+    device.start()
+    adb_server.connect(device.address, timeout=20)
+    yield device
+    adb_server.disconnect(device.address)
+    device.stop()
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benchmark_model stand-in, installed as an executable 'binary' to push."""
+    from devices.benchmark_model_standin import write_standin
+
+    return write_standin(tmp_path_factory.mktemp("standin") / "benchmark_model")
+
+
+# -- Edge TPU: the stub runtime and the stand-in compiler ---------------------------------------
+@pytest.fixture(scope="session")
+def stub_runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/edgetpu_stub/stub_delegate.c built with the machine's C compiler into
+    <tmp>/libedgetpu.so.1: a TFLite external delegate that claims no nodes."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) on PATH to build the stub Edge TPU runtime")
+    lib = tmp_path_factory.mktemp("stub-runtime") / "libedgetpu.so.1"
+    proc = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(EDGETPU_STUB_DIR / "stub_delegate.c")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return lib
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_variants(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """fp32/float16/dynamic/int8/int8_full/int16x8/... .tflite files of a tiny CNN, built once in a
+    tensorflow subprocess (tests/edgetpu_stub/tiny_cnn.py) and cached in pytest's cache."""
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("edgeopt-edgetpu-models") if cache is not None else tmp_path_factory.getbasetemp() / "models"
+    return load_edgetpu_stub("tiny_cnn").ensure_models(Path(root))
+
+
+@pytest.fixture
+def fake_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The stand-in edgetpu_compiler in tmp_path/bin; its calls are logged to tmp_path/calls.jsonl."""
+    monkeypatch.setenv("FAKE_EDGETPU_CALLS", str(tmp_path / "calls.jsonl"))
+    monkeypatch.delenv("FAKE_EDGETPU_FAIL", raising=False)
+    monkeypatch.delenv("FAKE_EDGETPU_VERSION", raising=False)
+    return load_edgetpu_stub("fake_edgetpu_compiler").install(tmp_path / "bin")

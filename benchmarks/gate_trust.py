@@ -152,8 +152,9 @@ def replay(data: dict[str, Any], tol: float, slowdown: float, alpha: float) -> d
         same = compare_runs(docs[i], docs[j], tolerance, alpha=alpha, history=history, judge_identical=True)
         slow = compare_runs(docs[i], slowed[j], tolerance, alpha=alpha, history=history, judge_identical=True)
         n += sum(r.latency is not None for r in same.rows)
-        screened[0] += sum(r.latency is not None and r.latency.ratio > 1 for r in same.rows)
-        screened[1] += sum(r.latency is not None and r.latency.ratio > 1 for r in slow.rows)
+        # confirm_latency's default screen: A/B for rows slower than half the tolerance
+        screened[0] += sum(r.latency is not None and r.latency.ratio > 1 + tol / 200 for r in same.rows)
+        screened[1] += sum(r.latency is not None and r.latency.ratio > 1 + tol / 200 for r in slow.rows)
         fa += len(same.regressions)
         det += len(slow.regressions)
         pairs_with_fa += bool(same.regressions)
@@ -294,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * _upper(ab['false_alarms'], m):.2f}%; target <= 1%): {'MET' if ab_fa <= 0.01 else 'NOT MET'}")
     print(f"  slowed by {100 * (args.slowdown - 1):.0f}%: {ab['detected']} detected in {m} = {100 * ab_det:.1f}% "
           f"(target >= 95%): {'MET' if ab_det >= 0.95 else 'NOT MET'}")
-    # The plugin's gate: two runs screen (A/B for every row that looks slower at all), A/B decides.
+    # The plugin's gate: two runs screen (A/B for rows slower than half the tolerance), A/B decides.
     screened_same, screened_slow = res["screened"][0] / n, res["screened"][1] / n
     gate_fa, gate_det = screened_same * ab_fa, screened_slow * ab_det
-    print(f"gate = two-run screen (ratio > 1: {100 * screened_same:.0f}% of unchanged, {100 * screened_slow:.1f}% of "
+    print(f"gate = two-run screen (ratio > {1 + args.tolerance / 200:g}: {100 * screened_same:.0f}% of unchanged, "
+          f"{100 * screened_slow:.1f}% of "
           f"slowed comparisons) then A/B: false alarms {100 * gate_fa:.2f}%, detection {100 * gate_det:.1f}%: "
           f"{'targets MET' if gate_fa <= 0.01 and gate_det >= 0.95 else 'targets NOT MET'}")
     return 0 if gate_fa <= 0.01 and gate_det >= 0.95 else 1

@@ -67,12 +67,19 @@ class Builder:
         self.progress = progress
         self._done: dict[str, BuiltVariant | BaseException] = {}
         self._memo: dict[Any, Any] = {}
-        self.versions = tool_versions()
+        self._versions: dict[str, str | None] | None = None
         #: Wall seconds spent in build() (lookups included), and variants built vs found.
         self.seconds = 0.0
         self.built = 0
         self.hits = 0
         self._depth = 0
+
+    @property
+    def versions(self) -> dict[str, str | None]:
+        """The tool versions that go into every cache key, read on first use (not at start-up)."""
+        if self._versions is None:
+            self._versions = tool_versions()
+        return self._versions
 
     def material(self, mut: ModelUnderTest, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         """Everything that determines the variant's bytes (hashed into its cache key)."""

@@ -15,6 +15,7 @@ whose model is missing, truncated or altered is detected and rebuilt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,9 +25,10 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from filelock import FileLock
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 #: Bump when the layout or the meaning of a key changes.
 CACHE_FORMAT = 1
@@ -36,13 +38,20 @@ TOOL_DISTRIBUTIONS = ("tensorflow", "tf-keras", "tensorflow-model-optimization",
 
 
 def tool_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
+    """The installed versions of :data:`TOOL_DISTRIBUTIONS` (``None`` when absent)."""
+    return dict(_tool_versions())
+
+
+@functools.cache
+def _tool_versions() -> tuple[tuple[str, str | None], ...]:
+    # Each lookup scans the import path's metadata (about 2 ms); once per process is enough.
+    out: list[tuple[str, str | None]] = []
     for dist in TOOL_DISTRIBUTIONS:
         try:
-            out[dist] = metadata.version(dist)
+            out.append((dist, metadata.version(dist)))
         except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+            out.append((dist, None))
+    return tuple(out)
 
 
 def key_of(material: Mapping[str, Any]) -> str:
@@ -98,6 +107,8 @@ class VariantCache:
         return self.root / "variants" / key[:2] / key
 
     def lock(self, key: str) -> FileLock:
+        from filelock import FileLock  # only a build takes the lock: a warm run never imports it
+
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / "locks" / f"{key}.lock"))
 

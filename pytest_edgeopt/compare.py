@@ -752,12 +752,14 @@ Remeasure = Callable[[RowComparison], "tuple[Callable[[], Sequence[float]], Call
 
 
 def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int = AB_ROUNDS,
-                    screen: float = 0.0, progress: Callable[[str], None] | None = None) -> Comparison:
+                    screen: float | None = None, progress: Callable[[str], None] | None = None) -> Comparison:
     """Settle the latency verdicts by A/B re-measurement (:func:`ab_latency`) where possible.
 
     Rows that were judged on latency, look slower than ``1 + screen`` in the two-run
-    comparison, and for which ``remeasure(row)`` gives both models' windows, get the A/B
-    verdict instead: a regression when its sign test has ``p < alpha`` and its ratio exceeds
+    comparison (default: half a relative tolerance, e.g. 2.5% for ``latency:5%``, which
+    passes 99% of 10% slow-downs and a quarter of unchanged rows in the benchmark; 0 for
+    an absolute tolerance), and for which ``remeasure(row)`` gives both models' windows, get
+    the A/B verdict instead: a regression when its sign test has ``p < alpha`` and its ratio exceeds
     the tolerance. This removes false alarms from machine noise and catches slow-downs the
     two-run test could not call significant. Only meaningful when both runs used the same
     packages and settings (``comparison.same_runtime``): otherwise the A/B would time both
@@ -767,6 +769,8 @@ def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int
     tol = next((t for t in comparison.tolerances if t.metric == "latency"), None)
     if tol is None:
         return comparison
+    if screen is None:
+        screen = tol.amount / 200.0 if tol.unit == "%" else 0.0
     if not comparison.same_runtime:
         return replace(comparison, warnings=comparison.warnings + (
             "latency verdicts rest on two runs only: no A/B re-measurement because the packages or latency "

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import pytest
 
@@ -472,7 +472,7 @@ def _budget_module(parsed: Any, root: Path) -> Any:
         try:
             return parsed.model_under_test(root)
         except (BudgetFileError, ModelError) as exc:
-            pytest.fail(f"{parsed.path}: {exc}", pytrace=False)
+            _fail(f"{parsed.path}: {exc}")
 
     module.edgeopt_model = _model_from_file
     for spec in parsed.tests:
@@ -492,6 +492,26 @@ def _budget_test(spec: Any):
     test.__name__ = test.__qualname__ = spec.name
     test.__doc__ = f"Budgets of {spec.name} from the budget file."
     return test
+
+
+def _fail(message: str) -> NoReturn:
+    """Fail the item with ``message`` alone: no traceback, and no "during handling of the
+    above exception" chain when called inside an ``except`` block."""
+    __tracebackhide__ = True
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+def _skip(message: str) -> NoReturn:
+    __tracebackhide__ = True
+    raise pytest.skip.Exception(message) from None
+
+
+def _unavailable(message: str, required: bool) -> NoReturn:
+    """A target that cannot run: skip, or fail when the run requires it."""
+    __tracebackhide__ = True
+    if required:
+        _fail(message + " (required by --edgeopt-require)")
+    _skip(message)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -521,9 +541,7 @@ def edgeopt_case(request: pytest.FixtureRequest) -> Case | None:
         _record(request, case, model=None)
         request.node.stash[BUILD_START] = request.config.stash[SESSION].builder.seconds
     if case is not None and case.target and case.device is None:
-        required = case.target in request.config.stash[SESSION].settings.require
-        (pytest.fail if required else pytest.skip)(
-            f"{case.target}: {case.missing}" + (" (required by --edgeopt-require)" if required else ""))
+        _unavailable(f"{case.target}: {case.missing}", case.target in request.config.stash[SESSION].settings.require)
     return case
 
 
@@ -568,9 +586,9 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
     try:
         built = session.build(mut, edgeopt_case.variant, _test_options(request))
     except VariantUnavailable as exc:
-        pytest.skip(f"{edgeopt_case.variant}: {exc}")
+        _skip(f"{edgeopt_case.variant}: {exc}")
     except (VariantBuildError, ModelError) as exc:
-        pytest.fail(f"{mut.name} {edgeopt_case.variant}: {exc}", pytrace=False)
+        _fail(f"{mut.name} {edgeopt_case.variant}: {exc}")
     request.node.stash[RECORD]["built"] = {
         "size_bytes": built.size_bytes, "compressed_size_bytes": built.compressed_size_bytes,
         "from_cache": built.from_cache, "build_seconds": built.build_seconds, "recipe": dict(built.recipe),
@@ -592,14 +610,13 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
         target = session.target(case.target, case.device)
         m = session.measure(mut, optimized_model, target)
     except ModelIncompatible as exc:  # the variant's fault, not a missing device: never "required"
-        pytest.skip(f"{case.variant} on {case.target}: {exc}")
+        _skip(f"{case.variant} on {case.target}: {exc}")
     except TargetUnavailable as exc:
-        (pytest.fail if required else pytest.skip)(
-            f"{case.variant} on {case.target}: {exc}" + (" (required by --edgeopt-require)" if required else ""))
+        _unavailable(f"{case.variant} on {case.target}: {exc}", required)
     except (TargetError, ModelError, VariantBuildError) as exc:
-        pytest.fail(f"{mut.name} {case.variant} on {case.target}: {exc}", pytrace=False)
+        _fail(f"{mut.name} {case.variant} on {case.target}: {exc}")
     except VariantUnavailable as exc:
-        pytest.fail(f"{mut.name}: the fp32 baseline cannot be built: {exc}", pytrace=False)
+        _fail(f"{mut.name}: the fp32 baseline cannot be built: {exc}")
     request.node.stash[MEASUREMENT] = m
     return m
 

@@ -4,6 +4,7 @@ benchmark_model stand-in (devices/benchmark_model_standin.py) with LiteRT on the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -292,40 +294,6 @@ def _elf_header(machine: int) -> bytes:
 
 
 # ----------------------------------------------------------------------------- end to end
-
-@pytest.fixture(scope="module")
-def adb_server():
-    """A real adb server on a free port with a temporary HOME, killed at teardown."""
-    server = AdbServer().start()
-    try:
-        yield server
-    finally:
-        pid = server.pid
-        server.stop()
-        if pid is not None:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
-
-
-@pytest.fixture(scope="module")
-def phone(adb_server: AdbServer, tmp_path_factory: pytest.TempPathFactory):
-    from devices.emulated_device import EmulatedDevice
-
-    device = EmulatedDevice(tmp_path_factory.mktemp("phone"), model="Pixel Emu", product="emu_phone",
-                                     battery_level=81, temperature_c=33.5)
-    device.start()
-    adb_server.connect(device.address, timeout=20)
-    yield device
-    adb_server.disconnect(device.address)
-    device.stop()
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from devices.benchmark_model_standin import write_standin
-
-    return write_standin(tmp_path_factory.mktemp("standin") / "benchmark_model")
-
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, Path]:
@@ -684,14 +652,12 @@ def test_full_storage_says_how_much_was_needed(make_target, models: dict[str, Pa
     assert phone.address in msg
 
 
-def test_interrupted_session_removes_its_run_dir_at_exit(adb_server: AdbServer, phone, standin: Path,
-                                                         device: Device) -> None:
-    """A child process that is killed with SIGTERM mid-session still removes its run dir."""
-    import subprocess
-    import sys
-
+@contextlib.contextmanager
+def _session_in_a_child(adb_server: AdbServer, device: Device, standin: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A child process whose target has made its run dir on the phone, then sleeps;
+    yields it and the run dir's path, kills it at the end if still alive."""
     code = f"""
-import sys, time, signal
+import time
 from pathlib import Path
 from pytest_edgeopt.targets.android import AndroidTarget
 from pytest_edgeopt.targets.base import Device
@@ -706,13 +672,20 @@ time.sleep(60)
     try:
         run_dir = proc.stdout.readline().strip()
         assert run_dir.startswith("/data/local/tmp/edgeopt-"), run_dir
-        assert phone.host_path(run_dir).is_dir()
-        proc.terminate()
-        proc.wait(timeout=30)
+        yield proc, run_dir
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.wait()
+
+
+def test_interrupted_session_removes_its_run_dir_at_exit(adb_server: AdbServer, phone, standin: Path,
+                                                         device: Device) -> None:
+    """A child process that is killed with SIGTERM mid-session still removes its run dir."""
+    with _session_in_a_child(adb_server, device, standin) as (proc, run_dir):
+        assert phone.host_path(run_dir).is_dir()
+        proc.terminate()
+        proc.wait(timeout=30)
     assert not phone.host_path(run_dir).exists()
 
 
@@ -771,27 +744,9 @@ def test_first_use_sweeps_provably_abandoned_run_dirs(make_target, phone) -> Non
 def test_run_dir_of_a_killed_session_is_swept_by_the_next(adb_server: AdbServer, phone, standin: Path,
                                                           device: Device, make_target) -> None:
     """SIGKILL leaves no chance to clean up: the next session on this host removes the dir."""
-    code = f"""
-import time
-from pathlib import Path
-from pytest_edgeopt.targets.android import AndroidTarget
-from pytest_edgeopt.targets.base import Device
-t = AndroidTarget("android_cpu", Device("android", {device.id!r}, None, {dict(device.details)!r}),
-                  adb={adb_server.address!r}, benchmark_model=Path({str(standin)!r}), gpu=False)
-t.prepare()
-print(t.run_dir, flush=True)
-time.sleep(60)
-"""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
-    try:
-        run_dir = proc.stdout.readline().strip()
+    with _session_in_a_child(adb_server, device, standin) as (proc, run_dir):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     left = phone.host_path(run_dir)
     owner = RunDirOwner.parse((left / "owner").read_text())
     assert owner is not None and owner.pid == proc.pid and owner.same_host(RunDirOwner.current())

@@ -3,10 +3,8 @@ stand-in executable that takes the real flags and prints the real format."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,22 +24,14 @@ from pytest_edgeopt.targets.base import TargetError
 STUB_DIR = Path(__file__).parent / "edgetpu_stub"
 
 
-def _stub(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"edgetpu_stub_{name}", STUB_DIR / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from edgetpu_helpers import load_edgetpu_stub  # noqa: E402
 
-
-fake = _stub("fake_edgetpu_compiler")
+fake = load_edgetpu_stub("fake_edgetpu_compiler")
 
 
 @pytest.fixture(scope="session")
-def variants(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("edgeopt-edgetpu-models") if cache is not None else tmp_path_factory.getbasetemp() / "models"
-    return _stub("tiny_cnn").ensure_models(Path(root))
+def variants(tiny_cnn_variants: dict[str, Path]) -> dict[str, Path]:
+    return tiny_cnn_variants
 
 
 # --- parsing: texts in the format of real compiler runs ------------------------------------
@@ -245,11 +235,8 @@ def test_log_round_trips_through_json() -> None:
 
 
 @pytest.fixture
-def compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FAKE_EDGETPU_CALLS", str(tmp_path / "calls.jsonl"))
-    monkeypatch.delenv("FAKE_EDGETPU_VERSION", raising=False)
-    monkeypatch.delenv("FAKE_EDGETPU_FAIL", raising=False)
-    return fake.install(tmp_path / "bin")
+def compiler(fake_compiler: Path) -> Path:
+    return fake_compiler
 
 
 def calls(tmp_path: Path) -> list[list[str]]:

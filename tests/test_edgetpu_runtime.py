@@ -5,11 +5,7 @@ from tests/edgetpu_stub/stub_delegate.c with gcc, loaded through the same
 from __future__ import annotations
 
 import gc
-import importlib.util
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,38 +19,14 @@ STUB_DIR = Path(__file__).parent / "edgetpu_stub"
 QUICK = LatencySettings(warmup=2, min_samples=20, min_time_s=0.01, max_time_s=2.0)
 
 
-def _stub(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"edgetpu_stub_{name}", STUB_DIR / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from edgetpu_helpers import load_edgetpu_stub  # noqa: E402
 
-
-fake = _stub("fake_edgetpu_compiler")
+fake = load_edgetpu_stub("fake_edgetpu_compiler")
 
 
 @pytest.fixture(scope="session")
-def variants(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("edgeopt-edgetpu-models") if cache is not None else tmp_path_factory.getbasetemp() / "models"
-    return _stub("tiny_cnn").ensure_models(Path(root))
-
-
-@pytest.fixture(scope="session")
-def stub_runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/edgetpu_stub/stub_delegate.c built into <tmp>/libedgetpu.so.1."""
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (gcc/cc) on PATH to build the stub Edge TPU runtime")
-    lib = tmp_path_factory.mktemp("stub-runtime") / "libedgetpu.so.1"
-    proc = subprocess.run(
-        [cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(STUB_DIR / "stub_delegate.c")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return lib
+def variants(tiny_cnn_variants: dict[str, Path]) -> dict[str, Path]:
+    return tiny_cnn_variants
 
 
 @pytest.fixture
@@ -67,11 +39,8 @@ def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FAKE_EDGETPU_CALLS", str(tmp_path / "calls.jsonl"))
-    monkeypatch.delenv("FAKE_EDGETPU_FAIL", raising=False)
-    monkeypatch.delenv("FAKE_EDGETPU_VERSION", raising=False)
-    return fake.install(tmp_path / "bin")
+def compiler(fake_compiler: Path) -> Path:
+    return fake_compiler
 
 
 def compile_calls(tmp_path: Path) -> int:

@@ -1236,7 +1236,8 @@ class AndroidTarget:
             try:
                 rd.release(self.link)
             except TargetError as e:
-                warnings.warn(f"{self.link.who}: could not remove {rd.path}: {e}", RuntimeWarning, stacklevel=2)
+                later = " (the next session that uses the device removes it)" if rd.owned else ""
+                warnings.warn(f"could not remove {rd.path}{later}: {e}", RuntimeWarning, stacklevel=2)
 
     @property
     def run_dir(self) -> str | None:

@@ -5,14 +5,16 @@ a readable float model). ``float16``, ``dynamic_range``, ``int8`` (float I/O),
 ``int8_full`` (int8 I/O, integer-only ops) and ``int16x8`` follow TensorFlow's
 post-training quantization guide. The int8/int16 recipes calibrate on
 ``ModelUnderTest.representative_data``, one sample at a time, at most
-``calibration_samples`` samples.
+``calibration_samples`` samples. ``int8`` and ``int8_full`` keep the nodes named by the
+``float_nodes`` option in float (selective quantization with TensorFlow's quantization
+debugger; :mod:`pytest_edgeopt.quant_debug` says which nodes).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from .registry import BuildContext, VariantBuildError, VariantUnavailable
 #: Conversion recipes by name; "qat" converts a quantization-aware-trained Keras model.
 MODES = ("fp32", "float16", "dynamic_range", "int8", "int8_full", "int16x8", "qat")
 _CALIBRATED = ("int8", "int8_full", "int16x8")
+#: Modes that honour ``float_nodes``: those quantized by TensorFlow's MLIR quantizer. TF 2.21
+#: quantizes int16x8 with its older calibrator, which has no way to keep a node in float.
+SELECTIVE = ("int8", "int8_full")
 
 
 def build_fp32(ctx: BuildContext) -> bytes:
@@ -56,9 +61,26 @@ def convert(ctx: BuildContext, mode: str, model: Any = None) -> bytes:
     """Convert the model under test (or the tf_keras ``model`` given, e.g. a pruned one)
     with the recipe ``mode`` (one of :data:`MODES`) and return the ``.tflite`` bytes.
 
+    For the ``int8`` and ``int8_full`` variants, a non-empty ``float_nodes`` option keeps
+    those nodes in float (selective quantization, :func:`convert_selective`).
+
     Raises :class:`VariantBuildError` quoting the converter's error.
     """
-    from .tfenv import import_tf, make_converter, run_converter
+    from .tfenv import run_converter
+
+    converter = configure_converter(ctx, mode, model)
+    # Only variants with the knob in their recipe (so in their cache key) honour it: the
+    # tfmot builders' int8 step must not pick up a model-wide float_nodes.
+    float_nodes = ctx.options.get("float_nodes") if "float_nodes" in ctx.spec.knobs else None
+    if mode in SELECTIVE and float_nodes:
+        return convert_selective(converter, ctx, mode, float_nodes)
+    return run_converter(converter, ctx.spec.name)
+
+
+def configure_converter(ctx: BuildContext, mode: str, model: Any = None) -> Any:
+    """A ``TFLiteConverter`` for the model under test (or the tf_keras ``model`` given) set
+    up with the recipe ``mode`` (one of :data:`MODES`), calibration data included; not run."""
+    from .tfenv import import_tf, make_converter
 
     if mode not in MODES:
         raise ValueError(f"unknown conversion mode {mode!r}; known: {', '.join(MODES)}")
@@ -87,7 +109,108 @@ def convert(ctx: BuildContext, mode: str, model: Any = None) -> bytes:
     elif mode == "int16x8":
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    return run_converter(converter, ctx.spec.name)
+    return converter
+
+
+# -- selective quantization (float_nodes) ----------------------------------------------
+
+
+def quantization_debugger(converter: Any, variant: str, mode: str,
+                          float_nodes: Sequence[str] = (), debug_dataset: Any = None) -> Any:
+    """``tf.lite.experimental.QuantizationDebugger`` over a configured int8 converter
+    (calibrated once; its models come from the same MLIR quantizer ``convert()`` uses).
+
+    ``float_nodes`` are passed as ``denylisted_nodes``; ``int8_full`` sets
+    ``fully_quantize`` (int8 input and output). Raises :class:`VariantBuildError`.
+    """
+    from .tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+
+    tf = import_tf()
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(float_nodes) or None, fully_quantize=(mode == "int8_full"))
+    with native_output_captured() as out, quiet_warnings():
+        try:
+            return tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=debug_dataset, debug_options=options)
+        except Exception as exc:
+            error = exc
+    tail = out.tail(6)
+    raise VariantBuildError(f"{variant}: the TFLite quantization debugger failed: {first_line(error)}"
+                            + (f"\n{tail}" if tail else "")) from None
+
+
+def debug_model(debugger: Any) -> bytes:
+    """The debugger's instrumented model (``NumericVerify`` after every quantized node):
+    the one it built on creation, else a fresh ``get_debug_quantized_model()``."""
+    model = getattr(debugger, "quant_model", None)
+    return bytes(model if model is not None else debugger.get_debug_quantized_model())
+
+
+def debug_node_names(model: bytes) -> list[str]:
+    """The quantized nodes of a debug-mode model (one per ``NumericVerify`` op), named as
+    ``denylisted_nodes`` takes them (the debugger's ``tensor_name``), in graph order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=bytes(model))
+    return [numeric_verify_node(d["name"]) for d in it.get_tensor_details()
+            if d["name"].startswith(_NUMERIC_VERIFY_PREFIX)]
+
+
+_NUMERIC_VERIFY_PREFIX = "NumericVerify/"
+
+
+def numeric_verify_node(name: str) -> str:
+    """``NumericVerify/<quantized tensor>:<index>`` -> the node name ``denylisted_nodes``
+    takes: the quantized tensor's name without the one-digit suffix the quantizer added
+    (the rule of the debugger's own ``layer_statistics_dump``)."""
+    tensor = name[len(_NUMERIC_VERIFY_PREFIX):].rsplit(":", 1)[0]
+    return tensor[:-1] if tensor and tensor[-1].isdigit() else tensor
+
+
+def convert_selective(converter: Any, ctx: BuildContext, mode: str, float_nodes: Sequence[str]) -> bytes:
+    """Quantize as ``mode`` (``int8`` or ``int8_full``) but keep ``float_nodes`` in float,
+    through the quantization debugger's ``denylisted_nodes`` (TensorFlow's documented
+    selective quantization: the MLIR quantizer leaves those ops and their outputs in float,
+    with QUANTIZE/DEQUANTIZE around them).
+
+    ``int8_full`` keeps int8 input and output, but the nodes kept in float run as float ops:
+    the model is no longer integer-only. Raises :class:`VariantBuildError` naming any node
+    that is not a quantized node of the model (the quantizer would ignore it silently).
+    """
+    from .tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+
+    tf = import_tf()
+    nodes = normalize_float_nodes(float_nodes)
+    debugger = quantization_debugger(converter, ctx.spec.name, mode)
+    known = debug_node_names(debug_model(debugger))
+    unknown = [n for n in nodes if n not in known]
+    if unknown:
+        listing = "\n  ".join(known) if known else "(none)"
+        raise VariantBuildError(
+            f"{ctx.spec.name}: float_nodes names {', '.join(map(repr, unknown))}, which "
+            f"{'is' if len(unknown) == 1 else 'are'} not quantized node(s) of {ctx.mut.name!r}; its "
+            f"quantized nodes (as the quantization debugger names them):\n  {listing}")
+    with native_output_captured() as out, quiet_warnings():
+        try:
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=list(nodes), fully_quantize=(mode == "int8_full"))
+            model = debugger.get_nondebug_quantized_model()
+        except Exception as exc:
+            error: Exception | None = exc
+        else:
+            error = None
+    if error is not None:
+        tail = out.tail(6)
+        raise VariantBuildError(f"{ctx.spec.name}: selective quantization (float_nodes) failed: "
+                                f"{first_line(error)}" + (f"\n{tail}" if tail else "")) from None
+    return bytes(model)
+
+
+def normalize_float_nodes(value: Any) -> tuple[str, ...]:
+    """``float_nodes`` as a sorted tuple of distinct names (order does not change the model)."""
+    if not value:
+        return ()
+    return tuple(sorted(set(value)))
 
 
 def calibration_samples(ctx: BuildContext, input_rank: int | None = None) -> list[np.ndarray]:

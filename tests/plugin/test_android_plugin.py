@@ -22,34 +22,6 @@ def edgeopt_model():
 """
 
 
-@pytest.fixture(scope="module")
-def adb_server():
-    from pytest_edgeopt.adb_server import AdbServer
-
-    with AdbServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def phone(adb_server, tmp_path_factory: pytest.TempPathFactory):
-    from devices.emulated_device import EmulatedDevice
-
-    device = EmulatedDevice(tmp_path_factory.mktemp("phone"), model="Pixel Emu", product="emu_phone")
-    device.start()
-    adb_server.connect(device.address)
-    adb_server.wait_for_state(device.address, "device", timeout=20)
-    yield device
-    adb_server.disconnect(device.address)
-    device.stop()
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from devices.benchmark_model_standin import write_standin
-
-    return write_standin(tmp_path_factory.mktemp("standin") / "benchmark_model")
-
-
 @pytest.fixture
 def project(pytester: pytest.Pytester, digits_model_path: Path, tensorflow_loaded: None,
             tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:

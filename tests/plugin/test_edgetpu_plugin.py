@@ -4,15 +4,11 @@ and the Edge TPU compatibility budget on the cpu target."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-STUB_DIR = Path(__file__).resolve().parents[1] / "edgetpu_stub"
 
 CONFTEST = """
 import pytest
@@ -25,25 +21,6 @@ def edgeopt_model():
     return ModelUnderTest(name="digits-cnn", model={model!r}, representative_data=representative_batches(50),
                           eval_data=(d.x_eval[:100], d.y_eval[:100]))
 """
-
-
-@pytest.fixture(scope="module")
-def stub_runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler to build the stub Edge TPU runtime")
-    lib = tmp_path_factory.mktemp("runtime") / "libedgetpu.so.1"
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(STUB_DIR / "stub_delegate.c")], check=True)
-    return lib
-
-
-@pytest.fixture
-def fake_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    spec = importlib.util.spec_from_file_location("fake_edgetpu_compiler", STUB_DIR / "fake_edgetpu_compiler.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    monkeypatch.setenv("FAKE_EDGETPU_CALLS", str(tmp_path / "calls.jsonl"))
-    return mod.install(tmp_path / "bin")
 
 
 @pytest.fixture

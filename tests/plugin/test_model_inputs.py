@@ -4,7 +4,6 @@ outputs, a float .tflite from elsewhere, a Keras 3 model; and bad input of every
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
