@@ -1,6 +1,39 @@
 """pytest-edgeopt: build every optimized TFLite/LiteRT variant of a model, measure it on
-the host CPU, Android devices and Edge TPUs, and assert size, latency and accuracy budgets."""
+the host CPU, Android devices and Edge TPUs, and assert size, latency and accuracy budgets.
+
+The names below are imported on first use, so ``import pytest_edgeopt`` (which every pytest
+run does through the plugin) stays light: no pandas, no tensorflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .model import ModelUnderTest
 
-__all__ = ["ModelUnderTest"]
+_LAZY = {
+    "Measurement": ".measurement",
+    "BudgetExceeded": ".budgets",
+    "BudgetError": ".budgets",
+    "BuiltVariant": ".builder",
+    "LatencyStats": ".results",
+    "Observation": ".results",
+    "VARIANTS": ".variants.registry",
+    "load_runs": ".frame",
+    "recommend": ".recommend",
+    "analyze_edgetpu": (".edgetpu_compat", "analyze"),
+    "edgetpu_op_fraction": ".edgetpu_compat",
+}
+
+__all__ = ["ModelUnderTest", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    spec = _LAZY.get(name)
+    if spec is None:
+        raise AttributeError(f"module 'pytest_edgeopt' has no attribute {name!r}")
+    module, attr = spec if isinstance(spec, tuple) else (spec, name)
+    value = getattr(importlib.import_module(module, __name__), attr)
+    globals()[name] = value
+    return value

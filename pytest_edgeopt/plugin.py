@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 import pytest
 
@@ -21,6 +21,9 @@ from .builder import BuiltVariant
 from .measurement import Measurement
 from .model import ModelError, ModelUnderTest
 from .session import EdgeoptSession, Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .outputs import Gate, OutputSettings
 from .targets.base import (HOST, TARGET_NAMES, Device, Discovery, LatencySettings, ModelIncompatible, TargetError,
                            TargetUnavailable)
 from .variants.registry import VARIANTS, VariantBuildError, VariantUnavailable, check_options
@@ -33,6 +36,10 @@ MEASUREMENT = pytest.StashKey[Measurement]()
 RECORD = pytest.StashKey[dict]()
 BUILD_START = pytest.StashKey[float]()
 RECORDER = pytest.StashKey["_Recorder"]()
+OUTPUTS = pytest.StashKey["OutputSettings"]()
+GATE = pytest.StashKey["Gate | None"]()
+COMPARISON = pytest.StashKey[Any]()
+SAVED = pytest.StashKey["Path | None"]()
 
 MARKERS = (
     "cpu: run the item's variants on the host CPU (LiteRT interpreter)",
@@ -192,6 +199,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                         action="append" if repeat else "store")
         parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="args" if repeat else "string",
                       default=[] if repeat else None)
+    group.addoption("--edgeopt-save", dest="edgeopt_save", metavar="NAME", type=_validated(".store", "validate_name"),
+                    help="Save this run under NAME in the storage directory (one file per run)")
+    parser.addini("edgeopt_save", "Save every run under this name [ini twin of --edgeopt-save]", default=None)
+    group.addoption("--edgeopt-autosave", dest="edgeopt_autosave", action="store_true", default=None,
+                    help="Save this run (unnamed) in the storage directory")
+    parser.addini("edgeopt_autosave", "Save every run [ini twin of --edgeopt-autosave]", type="bool", default=False)
+    group.addoption("--edgeopt-storage", dest="edgeopt_storage", metavar="DIR", default=None,
+                    help="Where saved runs live (default .edgeopt/runs under the rootdir)")
+    parser.addini("edgeopt_storage", "Saved runs directory [ini twin of --edgeopt-storage]", default=None)
+    group.addoption("--edgeopt-csv", dest="edgeopt_csv", metavar="PATH", default=None,
+                    help="Export this session's measurements as CSV (.csv) or Parquet (.parquet, needs pyarrow)")
+    parser.addini("edgeopt_csv", "CSV export [ini twin of --edgeopt-csv]", default=None)
+    group.addoption("--edgeopt-compare", dest="edgeopt_compare", metavar="NAME|last", nargs="?", const="last",
+                    default=None, help="Compare with a saved run (default: the last one) and gate on regressions")
+    parser.addini("edgeopt_compare", "Baseline run to compare with [ini twin of --edgeopt-compare]", default=None)
+    group.addoption("--edgeopt-compare-fail", dest="edgeopt_compare_fail", metavar="EXPR", action="append",
+                    default=None, type=_validated(".compare", "parse_tolerance"),
+                    help="Fail on a regression beyond a tolerance (repeatable): latency:5%%, size:1%%, "
+                         "compressed_size:1%%, accuracy:0.5pt")
+    parser.addini("edgeopt_compare_fail", "Regression tolerances [ini twin of --edgeopt-compare-fail]",
+                  type="args", default=[])
     group.addoption("--edgeopt-rebuild", action="store_true", default=False,
                     help="Ignore the variant cache and build every variant again (the cache is refreshed)")
 
@@ -230,7 +258,6 @@ def _target_options(config: pytest.Config) -> dict[str, Any]:
 def settings_from_config(config: pytest.Config) -> Settings:
     cache = _setting(config, "edgeopt_cache_dir")
     json_path = _setting(config, "edgeopt_json")
-    html_path = _setting(config, "edgeopt_html")
     return Settings(
         targets=_setting(config, "edgeopt_targets"),
         variants=_setting(config, "edgeopt_variants"),
@@ -238,7 +265,6 @@ def settings_from_config(config: pytest.Config) -> Settings:
         cache_dir=(config.rootpath / cache) if cache else config.rootpath / ".edgeopt" / "cache",
         rebuild=bool(config.getoption("edgeopt_rebuild")),
         json_path=Path(json_path) if json_path else None,
-        html_path=Path(html_path) if html_path else None,
         latency=LatencySettings(
             warmup=_setting(config, "edgeopt_warmup"),
             min_samples=_setting(config, "edgeopt_min_samples"),
@@ -247,6 +273,26 @@ def settings_from_config(config: pytest.Config) -> Settings:
             threads=_setting(config, "edgeopt_threads"),
         ),
         target_options=_target_options(config),
+    )
+
+
+def output_settings(config: pytest.Config) -> "OutputSettings":
+    from .outputs import OutputSettings
+
+    def opt(name: str) -> Any:
+        value = config.getoption(name)
+        return value if value not in (None, []) else (config.getini(name) or None)
+
+    def path(value: Any) -> Path | None:
+        return None if not value else Path(config.invocation_params.dir, value)
+
+    storage = opt("edgeopt_storage")
+    html = _setting(config, "edgeopt_html")
+    return OutputSettings(
+        storage=Path(config.rootpath, storage) if storage else config.rootpath / ".edgeopt" / "runs",
+        save=opt("edgeopt_save"), autosave=bool(opt("edgeopt_autosave")), csv=path(opt("edgeopt_csv")),
+        html=path(html), compare=opt("edgeopt_compare"),
+        tolerances=tuple(str(t) for t in (opt("edgeopt_compare_fail") or ())),
     )
 
 
@@ -278,6 +324,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[RECORDS] = []
     config.stash[DISCOVERED] = {}
+    from .outputs import prepare
+
+    config.stash[OUTPUTS] = output_settings(config)
+    if not _is_xdist_worker(config):
+        try:
+            config.stash[GATE] = prepare(config.stash[OUTPUTS])
+        except ValueError as exc:
+            raise pytest.UsageError(f"pytest-edgeopt: {exc}") from None
     config.stash[RECORDER] = _Recorder(config)
     config.pluginmanager.register(config.stash[RECORDER], "edgeopt-recorder")
 
@@ -618,6 +672,12 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
     except VariantUnavailable as exc:
         _fail(f"{mut.name}: the fp32 baseline cannot be built: {exc}")
     request.node.stash[MEASUREMENT] = m
+    # JUnit XML properties, for CI dashboards that read them.
+    d = m.summary()
+    request.node.user_properties.extend(
+        (f"edgeopt_{k}", d[k]) for k in ("variant", "target", "device", "size_bytes", "compressed_size_bytes",
+                                          "size_reduction", "p50_ms", "p90_ms", "speedup", "metric", "accuracy_drop")
+        if d[k] is not None)
     return m
 
 
@@ -689,19 +749,19 @@ class _Recorder:
             return path
         return Path(self.config.invocation_params.dir) / path
 
-    def save(self) -> dict | None:
-        """Write the JSON (when asked for) and return the session document."""
+    def document(self) -> dict:
+        return report.document(self.records, self.config.stash[SESSION].settings.to_dict())
+
+    def save(self, doc: dict | None = None) -> None:
+        """Write the JSON (when asked for): ``doc``, or the session so far."""
         edge = self.config.stash[SESSION]
-        if _is_xdist_worker(self.config):
-            return None
-        start = time.monotonic()
-        doc = report.document(self.records, edge.settings.to_dict())
         json_path = self.path(edge.settings.json_path)
-        if json_path is not None:
-            report.write_json(json_path, doc)
+        if _is_xdist_worker(self.config) or json_path is None:
+            return
+        start = time.monotonic()
+        report.write_json(json_path, doc if doc is not None else self.document())
         self._saved_at = time.monotonic()
         self._save_cost = self._saved_at - start
-        return doc
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -713,20 +773,42 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     edge = config.stash.get(SESSION, None)
     if edge is None:
         return
-    edge.close()
-    recorder = config.stash[RECORDER]
-    doc = recorder.save()
-    html_path = recorder.path(edge.settings.html_path)
-    if doc is not None and html_path is not None and doc["measurements"]:
+    try:
+        if not _is_xdist_worker(config):
+            _finish(session, edge)
+    finally:
+        edge.close()
+
+
+def _finish(session: pytest.Session, edge: EdgeoptSession) -> None:
+    """The session's outputs: comparison (while targets are open), JSON, saved run, CSV, HTML."""
+    from . import outputs
+
+    config = session.config
+    recorder, settings = config.stash[RECORDER], config.stash[OUTPUTS]
+    doc = recorder.document()
+    gate = config.stash.get(GATE, None)
+    if gate is None and not settings.saving and settings.csv is None and settings.html is None:
+        recorder.save(doc)
+        return
+    done = outputs.finish(doc, settings, gate, edge, config.rootpath, edge.progress)
+    recorder.save(doc)
+    config.stash[SAVED] = done.saved
+    if done.comparison is not None:
+        config.stash[COMPARISON] = done.comparison
+        if done.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if settings.html is not None and doc["measurements"]:
         from .html_report import write_html
 
-        write_html(html_path, doc)
+        write_html(settings.html, doc, outputs.history(settings))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if _is_xdist_worker(config):
         return
-    lines = report.table_lines(config.stash[RECORDS])
+    comparison = config.stash.get(COMPARISON, None)
+    lines = report.table_lines(config.stash[RECORDS], comparison)
     if not lines:
         return
     terminalreporter.section("edgeopt summary")
@@ -742,5 +824,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     edge = config.stash[SESSION]
     if edge.settings.json_path is not None:
         terminalreporter.write_line(f"edgeopt: measurements written to {edge.settings.json_path}")
-    if edge.settings.html_path is not None:
-        terminalreporter.write_line(f"edgeopt: HTML report written to {edge.settings.html_path}")
+    if comparison is not None:
+        terminalreporter.section("edgeopt comparison", red=comparison.failed, green=not comparison.failed)
+        for line in comparison.lines():
+            terminalreporter.write_line(line)
+    settings = config.stash[OUTPUTS]
+    saved = config.stash.get(SAVED, None)
+    if saved is not None:
+        terminalreporter.write_line(f"edgeopt: run saved to {saved}")
+    if settings.html is not None:
+        terminalreporter.write_line(f"edgeopt: HTML report written to {settings.html}")
+    if settings.csv is not None:
+        terminalreporter.write_line(f"edgeopt: measurements exported to {settings.csv}")

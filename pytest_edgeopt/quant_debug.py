@@ -36,6 +36,13 @@ whole per-tensor int8 scale, and the other channels are lost while TensorFlow's 
 metric (RMSE / scale, ~0.29 for plain rounding) still looks normal. That metric and the
 debugger's own (mean error, max |error|, MSE, scale, zero point) are in every row too.
 
+The suggestion: the worst nodes (at most :data:`SUGGEST_MAX`) whose error reaches
+:data:`SUGGEST_ERROR`, each with the nodes that consume its output (up to the first op that
+rescales): a float producer alone would have its output requantized, with the same range,
+for an int8 consumer. A node already in the suggestion as a consumer is not expanded again.
+The report quantizes the model with it and measures the metric, so the message can say
+what it recovers; applying it is ``@pytest.mark.edgeopt_options(float_nodes=(...))``.
+
 Plain Python: tensorflow is imported inside the functions only.
 """
 

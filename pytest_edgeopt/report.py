@@ -114,8 +114,9 @@ def pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
 
-def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The variant x target table printed at the end of the session."""
+def table_lines(records: Iterable[Mapping[str, Any]], comparison: Any = None) -> list[str]:
+    """The variant x target table printed at the end of the session; with a ``comparison``
+    (:class:`pytest_edgeopt.compare.Comparison`) a column of changes against the baseline run."""
     records = list(records)
     rows = merge(records)
     if not rows:
@@ -147,6 +148,11 @@ def table_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
         if row["result"] not in ("PASS", "base") and row.get("why"):
             first = str(row["why"]).strip().splitlines()[0] if str(row["why"]).strip() else ""
             notes.append(f"  {row['variant']} on {where}: {first}")
+    if comparison is not None:
+        header.append("vs baseline run")
+        for cells, row in zip(body, rows):
+            cells.append(comparison.cell(row.get("model") or "", row["variant"], row.get("target") or "",
+                                         row.get("device")))
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
     right = {3, 4, 5, 6, 7, 9}
 

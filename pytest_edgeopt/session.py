@@ -29,7 +29,6 @@ class Settings:
     rebuild: bool
     json_path: Path | None
     latency: LatencySettings
-    html_path: Path | None = None
     #: Target-specific settings by option name without the ``edgeopt_`` prefix
     #: (``edgetpu``: device strings, ``edgetpu_library``, ``adb``, ``serial``...).
     target_options: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +71,13 @@ class EdgeoptSession:
         if key not in self._targets:
             self._targets[key] = self._make_target(name, device)
         return self._targets[key]
+
+    def find_target(self, name: str, device_label: str | None) -> Target | None:
+        """An open target by name and device label (or id), e.g. for re-measuring."""
+        for (tname, _), target in self._targets.items():
+            if tname == name and device_label in (target.device.label, target.device.id, None):
+                return target
+        return None
 
     def build(self, mut: ModelUnderTest, variant: str, options: Mapping[str, Any] | None = None) -> BuiltVariant:
         return self.builder.build(mut, variant, options)

@@ -239,3 +239,14 @@ def test_float_nodes_must_be_a_sequence_of_names(value: Any) -> None:
         check_options({"float_nodes": value}, "edgeopt_options")
     check_options({"float_nodes": ("fragile/probs/MatMul;fragile/probs/BiasAdd",)}, "edgeopt_options")
     check_options({"float_nodes": []}, "edgeopt_options")
+
+
+def test_fragile_fixture_cache_hit_imports_no_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    fragile_model_path()  # built (or found) here
+    code = ("import sys\nfrom fixtures.fragile import fragile_model_path\nfragile_model_path()\n"
+            "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules, 'imported tensorflow'")
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

@@ -243,3 +243,31 @@ def test_html_report_from_the_session(project: pytest.Pytester) -> None:
     assert page.count("data:image/png;base64,") >= 2
     size_kib = json.loads((project.path / "r.json").read_text())["measurements"][0]["measurement"]["size_bytes"] / 1024
     assert f"{size_kib:,.1f}" in page
+
+
+def test_measurements_reach_junit_xml_as_properties(project: pytest.Pytester) -> None:
+    project.makepyfile(test_junit="""
+        import pytest
+        @pytest.mark.edgeopt_variants("float16")
+        def test_v(measurement):
+            pass
+    """)
+    xml = project.path / "junit.xml"
+    project.runpytest("-p", "no:cacheprovider", f"--junitxml={xml}").assert_outcomes(passed=1)
+    import xml.etree.ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
+    assert props["edgeopt_variant"] == "float16" and props["edgeopt_target"] == "cpu"
+    assert int(props["edgeopt_size_bytes"]) > 0 and float(props["edgeopt_p50_ms"]) > 0
+    assert 0.45 < float(props["edgeopt_size_reduction"]) < 0.55
+
+
+def test_public_api_is_lazy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, pytest_edgeopt as e; assert 'pandas' not in sys.modules; "
+            "assert callable(e.load_runs) and 'pandas' in sys.modules; print(sorted(e.__all__))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "load_runs" in proc.stdout and "Measurement" in proc.stdout
