@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--storage", type=Path, default=None, metavar="DIR",
                         help=f"saved runs (default: $EDGEOPT_STORAGE or {DEFAULT_STORAGE})")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    ap = argparse.ArgumentParser(prog="edgeopt", description="Saved pytest-edgeopt runs: list, compare, report, export.")
+    ap = argparse.ArgumentParser(prog="edgeopt", description="Saved pytest-edgeopt runs: list, compare, report, recommend, export.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("list", parents=[common], help="list saved runs")
     c = sub.add_parser("compare", parents=[common], help="compare run B with baseline run A")
@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--html", type=Path, required=True, metavar="PATH", help="the HTML file to write")
     r.add_argument("--history", type=int, default=10, metavar="N",
                    help="earlier saved runs to show trends from (default 10; 0 for none)")
+    rec = sub.add_parser("recommend", parents=[common], help="which variant to ship, per model and target, from a run")
+    rec.add_argument("run", metavar="RUN", nargs="?", default="last", help="the run (default: last)")
     e = sub.add_parser("export", parents=[common], help="export a run's measurements as a table")
     e.add_argument("run", metavar="RUN")
     out = e.add_mutually_exclusive_group(required=True)
@@ -190,7 +192,17 @@ def cmd_export(args: argparse.Namespace, progress: _Progress) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"list": cmd_list, "compare": cmd_compare, "report": cmd_report, "export": cmd_export}
+def cmd_recommend(args: argparse.Namespace, progress: _Progress) -> int:
+    from .recommend import recommendation_lines
+
+    doc = _load(_storage(args), args.run, progress)
+    lines = recommendation_lines(doc.get("measurements", []))
+    print("\n".join(lines) if lines else "no measurements in this run")
+    return EXIT_OK
+
+
+COMMANDS = {"list": cmd_list, "compare": cmd_compare, "report": cmd_report, "recommend": cmd_recommend,
+            "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

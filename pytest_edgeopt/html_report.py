@@ -128,6 +128,7 @@ def render_html(doc: Mapping[str, Any], history: Sequence[Mapping[str, Any]] | N
         _header(doc, models),
         _summary(rows),
         _reasons(doc.get("measurements") or [], rows),
+        _recommendations(doc.get("measurements") or []),
     ]
     plotted = [r for r in rows if r.get("measurement")]
     if plotted:
@@ -142,6 +143,24 @@ def render_html(doc: Mapping[str, Any], history: Sequence[Mapping[str, Any]] | N
 
 
 # -- small helpers --------------------------------------------------------------------------------------
+def _recommendations(records: Sequence[Mapping[str, Any]]) -> str:
+    """Which variant to ship, per model and target (from :mod:`pytest_edgeopt.recommend`)."""
+    from .recommend import recommend
+
+    recs = recommend(records)
+    if not recs:
+        return ""
+    items = []
+    for rec in recs:
+        lines = rec.lines()
+        detail = "".join(f"<li>{_e(line.strip())}</li>" for line in lines[1:])
+        items.append(f"<li><b>{_e(lines[0])}</b>{f'<ul>{detail}</ul>' if detail else ''}</li>")
+    return ('<section id="recommendation"><h2>Which variant to ship</h2>'
+            "<p class=caption>Per model and target: the variants that met every budget, and among them the "
+            "smallest file, the smallest download (gzip -9) and the fastest (p50).</p>"
+            f"<ul>{''.join(items)}</ul></section>")
+
+
 def _e(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 

@@ -127,3 +127,12 @@ def test_the_cli_imports_neither_pytest_nor_tensorflow(storage: Path) -> None:
             "print(sorted(m for m in ('pytest', '_pytest', 'tensorflow') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.splitlines()[-1] == "[]", res.stdout + res.stderr
+
+
+def test_recommend_prints_the_variant_to_ship(storage: Path) -> None:
+    res = edgeopt("recommend", "last", "--storage", str(storage))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert " on cpu: " in lines[0] and "met every budget" in lines[0]
+    assert any(line.strip().startswith("smallest file:") for line in lines)
+    assert any(line.strip().startswith("fastest:") for line in lines)

@@ -181,7 +181,7 @@ def test_plots_are_embedded_pngs(page: Page) -> None:
     assert len(srcs) >= 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
     for src in srcs:
         assert base64.b64decode(src.split(",", 1)[1], validate=True).startswith(PNG)
-    assert page.sections == ["summary", "not-passed", "size-accuracy", "latency"]
+    assert page.sections == ["summary", "not-passed", "recommendation", "size-accuracy", "latency"]
 
 
 def test_nothing_is_fetched_from_elsewhere(html: str, page: Page) -> None:
@@ -288,3 +288,14 @@ def test_rows_without_figures_still_render(doc: dict) -> None:
     assert results[measured[0]["variant"]][1]["metric"] == ""
     assert "no Android device: pass --edgeopt-serial" in " ".join(p.text)
     assert "size-accuracy" in p.sections and len(p.images()) == 1  # latency only: no metric to plot
+
+
+def test_recommendation_section_names_the_variant_to_ship() -> None:
+    from pytest_edgeopt.recommend import recommend
+
+    doc = json.loads(DATA.read_text())
+    page = render_html(doc)
+    assert '<section id="recommendation">' in page
+    for rec in recommend(doc["measurements"]):
+        if rec.smallest is not None:
+            assert f"smallest file:     {rec.smallest.variant}".split()[-1] in page
