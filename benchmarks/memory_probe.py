@@ -29,7 +29,7 @@ def rss_mib() -> float:
 
 
 def _classes() -> dict[str, tuple[type, ...]]:
-    found: dict[str, list[type]] = {"interpreters": [], "converters": [], "keras_models": []}
+    found: dict[str, list[type]] = {"interpreters": [], "converters": [], "keras_models": [], "tf_variables": []}
     mods = sys.modules
     if "ai_edge_litert.interpreter" in mods:
         found["interpreters"].append(mods["ai_edge_litert.interpreter"].Interpreter)
@@ -37,6 +37,8 @@ def _classes() -> dict[str, tuple[type, ...]]:
         found["interpreters"].append(mods["tensorflow.lite.python.interpreter"].Interpreter)
     if "tensorflow.lite.python.lite" in mods:
         found["converters"].append(mods["tensorflow.lite.python.lite"].TFLiteConverterBase)
+    if "tensorflow.python.ops.resource_variable_ops" in mods:
+        found["tf_variables"].append(mods["tensorflow.python.ops.resource_variable_ops"].BaseResourceVariable)
     if "tf_keras" in mods:
         found["keras_models"].append(mods["tf_keras"].Model)
     if "keras" in mods and hasattr(mods["keras"], "Model"):
@@ -49,13 +51,31 @@ def census() -> dict[str, object]:
     classes = _classes()
     counts = {k: 0 for k in classes}
     held: list[str] = []
+    variable_bytes = 0
     for obj in gc.get_objects():
         for kind, types in classes.items():
             if types and isinstance(obj, types):
                 counts[kind] += 1
+                if kind == "tf_variables":
+                    try:
+                        variable_bytes += obj.shape.num_elements() * obj.dtype.size
+                    except Exception:
+                        pass
                 if kind == "interpreters":
                     held.extend(sorted({type(r).__name__ for r in gc.get_referrers(obj)} - {"list", "frame"}))
-    return {**counts, "interpreter_referrers": held}
+    return {**counts, "interpreter_referrers": held, "variable_mib": variable_bytes / 2**20,
+            "rss_after_trim_mib": _trimmed_rss()}
+
+
+def _trimmed_rss() -> float:
+    """RSS after glibc's malloc_trim(0): what is still in use, not just kept by the allocator."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return float("nan")
+    return rss_mib()
 
 
 @pytest.hookimpl(wrapper=True)

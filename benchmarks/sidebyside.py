@@ -95,7 +95,8 @@ class Ratio:
         lo, hi = self.iqr
         r = self.ratios
         verdict = "" if ok is None else ("PASS" if ok else "MISS")
-        return (f"{self.what:<34} ratio {self.median:6.3f}  (IQR {lo:.3f}-{hi:.3f}, range {min(r):.3f}-{max(r):.3f}, "
+        d = 4 if self.median < 0.1 else 3
+        return (f"{self.what:<34} ratio {self.median:6.{d}f}  (IQR {lo:.{d}f}-{hi:.{d}f}, range {min(r):.{d}f}-{max(r):.{d}f}, "
                 f"n={len(r)}; median A {fmt(statistics.median(self.a), self.unit)}, "
                 f"B {fmt(statistics.median(self.b), self.unit)})  target {target}  {verdict}").rstrip()
 
@@ -187,3 +188,14 @@ def python_env() -> dict[str, str]:
     """Environment for child Pythons: the checkout first on the import path, quiet TF."""
     path = os.environ.get("PYTHONPATH", "")
     return {"PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+_SPIN = "import time\nc0 = time.process_time(); t0 = time.perf_counter()\nwhile time.perf_counter() - t0 < %r: pass\nprint(time.process_time() - c0)\n"
+
+
+def cores_available(seconds: float = 1.5, width: int = 2) -> float:
+    """How many of ``width`` cores a CPU-bound job gets right now: ``width`` busy loops run
+    for ``seconds`` side by side; the CPU time they got, divided by ``seconds``."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN % seconds], stdout=subprocess.PIPE, text=True)
+             for _ in range(width)]
+    return sum(float(p.communicate()[0]) for p in procs) / seconds

@@ -66,6 +66,8 @@ def plugin_import_ms(project: Path) -> dict[str, float]:
             continue
         _, cumulative, name = line.removeprefix("import time:").split("|")
         name = name.strip()
+        # (the plugin's own modules load through pytest's assertion-rewriting hook and are
+        # not all listed; the heavy third-party ones are)
         if name in ("pytest_edgeopt.plugin", "pytest_edgeopt", "numpy", "filelock"):
             out[name] = out.get(name, 0.0) + int(cumulative) / 1000
     return out

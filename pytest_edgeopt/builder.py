@@ -68,6 +68,7 @@ class Builder:
         self._done: dict[str, BuiltVariant | BaseException] = {}
         self._memo: dict[Any, Any] = {}
         self._versions: dict[str, str | None] | None = None
+        self._data_fps: dict[tuple[int, str], tuple[ModelUnderTest, str | None]] = {}
         #: Wall seconds spent in build() (lookups included), and variants built vs found.
         self.seconds = 0.0
         self.built = 0
@@ -85,8 +86,19 @@ class Builder:
         """Everything that determines the variant's bytes (hashed into its cache key)."""
         spec = VARIANTS[name]
         rec = recipe(spec, options)
-        data = {need: mut.data_fingerprint(need) for need in spec.needs}
+        data = {need: self._data_fingerprint(mut, need) for need in spec.needs}
         return {"model": mut.fingerprint, "kind": mut.source.kind, "recipe": rec, "data": data, "versions": self.versions}
+
+    def _data_fingerprint(self, mut: ModelUnderTest, need: str) -> str | None:
+        # Hashing the training data is the costliest part of a cache lookup for a large data
+        # set (~0.4 s for 200 MB), and every variant that trains needs it: once per model.
+        key = (id(mut), need)
+        hit = self._data_fps.get(key)
+        if hit is not None and hit[0] is mut:
+            return hit[1]
+        fp = mut.data_fingerprint(need)
+        self._data_fps[key] = (mut, fp)
+        return fp
 
     def build(self, mut: ModelUnderTest, name: str, test_options: Mapping[str, Any] | None = None) -> BuiltVariant:
         """The variant ``name`` of ``mut``. Raises VariantUnavailable (skip) with the reason,
@@ -122,10 +134,13 @@ class Builder:
         except (VariantUnavailable, VariantBuildError, ModelError) as exc:
             self._done[key] = exc
             raise
-        data = entry.path.read_bytes()
+        size, compressed = entry.meta.get("size_bytes"), entry.meta.get("compressed_size_bytes")
+        if not isinstance(size, int) or not isinstance(compressed, int):  # an entry from an older version
+            data = entry.path.read_bytes()
+            size, compressed = len(data), gzip_size(data)
         built = BuiltVariant(
-            model=mut.name, name=name, path=entry.path, size_bytes=len(data),
-            compressed_size_bytes=gzip_size(data), recipe=material["recipe"],
+            model=mut.name, name=name, path=entry.path, size_bytes=size,
+            compressed_size_bytes=compressed, recipe=material["recipe"],
             build_seconds=float(entry.meta.get("build_seconds", 0.0)), from_cache=entry.hit, key=key,
         )
         self._done[key] = built
@@ -150,4 +165,8 @@ class Builder:
             shutil.rmtree(workdir, ignore_errors=True)
         if not isinstance(data, (bytes, bytearray)) or len(data) < 8:
             raise VariantBuildError(f"{name}: the builder returned no model")
-        return bytes(data), {"material": material, "variant": name, "model": mut.name}
+        data = bytes(data)
+        # gzip -9 takes ~1 s per 15 MB: computed once here and kept in meta.json, so a warm
+        # run does not recompress every variant.
+        return data, {"material": material, "variant": name, "model": mut.name,
+                      "compressed_size_bytes": gzip_size(data)}

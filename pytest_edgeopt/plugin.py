@@ -23,6 +23,7 @@ from .model import ModelError, ModelUnderTest
 from .session import EdgeoptSession, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .farm import Inventory
     from .outputs import Gate, OutputSettings
 from .targets.base import (HOST, TARGET_NAMES, Device, Discovery, LatencySettings, ModelIncompatible, TargetError,
                            TargetUnavailable)
@@ -40,6 +41,8 @@ OUTPUTS = pytest.StashKey["OutputSettings"]()
 GATE = pytest.StashKey["Gate | None"]()
 COMPARISON = pytest.StashKey[Any]()
 SAVED = pytest.StashKey["Path | None"]()
+FARM = pytest.StashKey["Inventory | None"]()
+BY_DEVICE = pytest.StashKey[bool]()
 
 MARKERS = (
     "cpu: run the item's variants on the host CPU (LiteRT interpreter)",
@@ -138,6 +141,29 @@ _SETTINGS = (
      "Write every measurement of the session (with raw latency samples and budget outcomes) to this JSON file"),
     ("--edgeopt-html", "edgeopt_html", str, None,
      "Write a self-contained HTML report (table, size vs accuracy with the Pareto front, latency, trends) here"),
+    ("--edgeopt-farm", "edgeopt_farm", str, None,
+     "Device inventory (TOML): the Android devices (serial or every attached one, adb server HOST:PORT, "
+     "benchmark_model, affinity), Edge TPUs and host CPU thread counts to run on; replaces --edgeopt-adb, "
+     "--edgeopt-serial and --edgeopt-edgetpu discovery (see docs/farm.md)"),
+    ("--edgeopt-max-temperature", "edgeopt_max_temperature", _number(float, 0.0, "degrees C"), 40.0,
+     "Measure on an Android device only while its battery is at most this hot, in degrees C (default 40)"),
+    ("--edgeopt-max-thermal-status", "edgeopt_max_thermal_status", _non_negative_int, 1,
+     "Measure on an Android device only while its thermal status (0 none, 1 light, 2 moderate: throttling, "
+     "... 6 shutdown) is at most this (default 1)"),
+    ("--edgeopt-min-battery", "edgeopt_min_battery", _non_negative_int, 20,
+     "Measure on an Android device only while its battery is at least this charged, in percent (default 20)"),
+    ("--edgeopt-cooldown", "edgeopt_cooldown", _seconds, 300.0,
+     "Seconds to wait for a device outside those limits to recover before reporting it unhealthy (default 300)"),
+    ("--edgeopt-health-poll", "edgeopt_health_poll", _seconds, 10.0,
+     "Seconds between readings while waiting for a device to cool down (default 10)"),
+    ("--edgeopt-health-interval", "edgeopt_health_interval", _seconds, 30.0,
+     "Read a device's health again before a measurement when the last reading is older than this, "
+     "in seconds (default 30; 0: before every measurement)"),
+    ("--edgeopt-lease-dir", "edgeopt_lease_dir", str, None,
+     "Directory of the per-device leases that let one process at a time measure on a device "
+     "(default: pytest-edgeopt-leases-USER in the temp directory, shared by every session of the user)"),
+    ("--edgeopt-lease-timeout", "edgeopt_lease_timeout", _seconds, 3600.0,
+     "Seconds a measurement waits for a device another process is measuring on (default 3600)"),
 )
 
 
@@ -166,6 +192,8 @@ _TARGET_SETTINGS = (
      "Host path of TFLite's benchmark_model built for the devices' ABI (pushed once per device)"),
     ("--edgeopt-android-threads", "edgeopt_android_threads", _positive_int, False, None,
      "benchmark_model --num_threads on Android (default: --edgeopt-threads)"),
+    ("--edgeopt-android-repeats", "edgeopt_android_repeats", _positive_int, False, 5,
+     "benchmark_model runs per latency measurement on Android; each run's mean is one sample (default 5)"),
     ("--edgeopt-affinity", "edgeopt_affinity", parse_affinity, False, None,
      "CPU affinity mask in hex for taskset on Android, e.g. f0 for the big cores"),
     ("--edgeopt-step-timeout", "edgeopt_step_timeout", _seconds, False, 300.0,
@@ -179,6 +207,40 @@ _TARGET_SETTINGS = (
 )
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Iterator[Any]:
+    """Note, before pytest-xdist turns ``-n N`` into ``--dist load``, whether a run with a
+    device inventory left the distribution mode to us (see :func:`pytest_xdist_make_scheduler`)."""
+    option = config.option
+    config.stash[BY_DEVICE] = bool(
+        getattr(option, "numprocesses", None) and getattr(option, "dist", None) == "no"
+        and not getattr(option, "distload", False) and _setting(config, "edgeopt_farm"))
+    return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With a device inventory and ``-n N`` (no ``--dist``), hand out work by device: all
+    items of one device (both Android targets of a phone) go to one worker, so each device
+    is measured by one worker at a time, its fp32 baseline once, and N workers keep N
+    devices busy without queueing for each other's leases. Items of the host CPU are
+    handed out one by one. (``--dist loadgroup`` would do this with ``xdist_group`` marks,
+    but it relies on rewriting node ids, which pytest 9.2 ignores: pytest-xdist #1386.)"""
+    if not config.stash.get(BY_DEVICE, False) or config.stash.get(FARM, None) is None:
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    from .farm import device_group
+
+    farm = config.stash[FARM]
+
+    class DeviceScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return device_group(nodeid, farm) or nodeid
+
+    return DeviceScheduling(config, log)
+
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import hookspec
 
@@ -189,12 +251,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("edgeopt", "edge model optimization budgets (pytest-edgeopt)")
     for opt, ini, conv, _default, help_text in _SETTINGS:
         metavar = {"--edgeopt-targets": "T1,T2", "--edgeopt-require": "T1,T2", "--edgeopt-variants": "V1,V2",
-                   "--edgeopt-cache-dir": "DIR", "--edgeopt-json": "PATH", "--edgeopt-html": "PATH"}.get(opt, "N")
+                   "--edgeopt-cache-dir": "DIR", "--edgeopt-json": "PATH", "--edgeopt-html": "PATH",
+                   "--edgeopt-farm": "PATH", "--edgeopt-lease-dir": "DIR", "--edgeopt-max-temperature": "C",
+                   "--edgeopt-min-battery": "PCT"}.get(opt, "S" if conv is _seconds else "N")
         group.addoption(opt, dest=ini, type=conv, default=None, metavar=metavar, help=help_text)
         parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="string", default=None)
     for opt, ini, conv, repeat, _default, help_text in _TARGET_SETTINGS:
         metavar = {"edgeopt_adb": "HOST:PORT", "edgeopt_serial": "SERIAL", "edgeopt_edgetpu": "DEVICE",
-                   "edgeopt_android_threads": "N", "edgeopt_affinity": "HEX", "edgeopt_step_timeout": "S"}.get(ini, "PATH")
+                   "edgeopt_android_threads": "N", "edgeopt_android_repeats": "N", "edgeopt_affinity": "HEX",
+                   "edgeopt_step_timeout": "S"}.get(ini, "PATH")
         group.addoption(opt, dest=ini, type=conv, default=None, metavar=metavar, help=help_text,
                         action="append" if repeat else "store")
         parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="args" if repeat else "string",
@@ -255,9 +320,23 @@ def _target_options(config: pytest.Config) -> dict[str, Any]:
     return out
 
 
+def _farm_path(config: pytest.Config) -> Path | None:
+    """``--edgeopt-farm`` relative to where pytest was invoked; ini ``edgeopt_farm``
+    relative to the ini file."""
+    value = _setting(config, "edgeopt_farm")
+    if not value:
+        return None
+    base = config.invocation_params.dir if config.getoption("edgeopt_farm") else (
+        config.inipath.parent if config.inipath else config.rootpath)
+    return Path(base, value)
+
+
 def settings_from_config(config: pytest.Config) -> Settings:
+    from .health import HealthPolicy
+
     cache = _setting(config, "edgeopt_cache_dir")
     json_path = _setting(config, "edgeopt_json")
+    lease_dir = _setting(config, "edgeopt_lease_dir")
     return Settings(
         targets=_setting(config, "edgeopt_targets"),
         variants=_setting(config, "edgeopt_variants"),
@@ -273,6 +352,17 @@ def settings_from_config(config: pytest.Config) -> Settings:
             threads=_setting(config, "edgeopt_threads"),
         ),
         target_options=_target_options(config),
+        farm=_farm_path(config),
+        health=HealthPolicy(
+            max_temperature_c=_setting(config, "edgeopt_max_temperature"),
+            max_thermal_status=_setting(config, "edgeopt_max_thermal_status"),
+            min_battery_pct=_setting(config, "edgeopt_min_battery"),
+            cooldown_s=_setting(config, "edgeopt_cooldown"),
+            poll_s=_setting(config, "edgeopt_health_poll"),
+            interval_s=_setting(config, "edgeopt_health_interval"),
+        ),
+        lease_dir=config.rootpath / lease_dir if lease_dir else None,
+        lease_timeout_s=_setting(config, "edgeopt_lease_timeout"),
     )
 
 
@@ -324,6 +414,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[RECORDS] = []
     config.stash[DISCOVERED] = {}
+    config.stash[FARM] = None
+    if settings.farm is not None:
+        from .farm import InventoryError, load_inventory
+
+        try:
+            config.stash[FARM] = load_inventory(settings.farm)
+        except InventoryError as exc:
+            raise pytest.UsageError(f"pytest-edgeopt: --edgeopt-farm: {exc}") from None
     from .outputs import prepare
 
     config.stash[OUTPUTS] = output_settings(config)
@@ -347,16 +445,31 @@ def _make_target(config: pytest.Config, name: str, device: Device):
 @pytest.hookimpl(trylast=True)
 def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | None:
     options = config.stash[SESSION].settings.target_options
+    farm = config.stash[FARM]
     if target == "cpu":
+        if farm is not None:
+            from .farm import cpu_devices
+
+            return cpu_devices(farm)
         return Discovery((HOST,))
     if target in ("android_gpu", "android_cpu"):
-        from .targets.android import discover_android
-
         found = config.stash[DISCOVERED].get("android")
         if found is None:  # one discovery serves both Android targets
-            found = config.stash[DISCOVERED]["android"] = discover_android(options["adb"], options["serial"])
+            if farm is not None:
+                from .farm import android_devices
+
+                found = android_devices(farm)
+            else:
+                from .targets.android import discover_android
+
+                found = discover_android(options["adb"], options["serial"])
+            config.stash[DISCOVERED]["android"] = found
         return found
     if target == "edgetpu":
+        if farm is not None:
+            from .farm import edgetpu_devices
+
+            return edgetpu_devices(farm, library=options["edgetpu_library"])
         from .targets.edgetpu import discover_edgetpu
 
         return discover_edgetpu(options["edgetpu"], library=options["edgetpu_library"])
@@ -367,26 +480,33 @@ def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | N
 def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device):
     settings = config.stash[SESSION].settings
     options = settings.target_options
+    # An inventory's per-device settings (Device.details) win over the run's options.
+    details = device.details
     if name == "cpu":
         from .targets.cpu import CpuTarget
 
-        return CpuTarget(name, device, threads=settings.latency.threads)
+        return CpuTarget(name, device, threads=details.get("threads") or settings.latency.threads)
     if name in ("android_gpu", "android_cpu"):
         from .targets.android import AndroidTarget
 
-        if not options["benchmark_model"]:
+        binary = details.get("benchmark_model") or options["benchmark_model"]
+        if not binary:
+            where = f"benchmark_model in [android.{details['inventory']}] of {settings.farm.name} or " \
+                if details.get("inventory") and settings.farm else ""
             raise TargetUnavailable(
                 "no benchmark_model binary for the device: build or download TFLite's Android benchmark_model "
-                "for its ABI and pass --edgeopt-benchmark-model=PATH (or ini edgeopt_benchmark_model)")
-        return AndroidTarget(name, device, adb=options["adb"], benchmark_model=Path(options["benchmark_model"]),
-                             gpu=name == "android_gpu", threads=options["android_threads"] or settings.latency.threads,
-                             affinity_mask=options["affinity"], step_timeout_s=options["step_timeout"])
+                f"for its ABI and set {where}--edgeopt-benchmark-model=PATH (or ini edgeopt_benchmark_model)")
+        return AndroidTarget(name, device, adb=details.get("adb_server") or options["adb"],
+                             benchmark_model=Path(binary), gpu=name == "android_gpu",
+                             threads=details.get("threads") or options["android_threads"] or settings.latency.threads,
+                             affinity_mask=details.get("affinity") or options["affinity"],
+                             step_timeout_s=options["step_timeout"], repeats=options["android_repeats"])
     if name == "edgetpu":
         from .targets.edgetpu import EdgeTpuTarget
 
         return EdgeTpuTarget(device, name=name, library=options["edgetpu_library"],
-                             compiler=options["edgetpu_compiler"], cache_dir=settings.cache_dir,
-                             threads=settings.latency.threads)
+                             compiler=details.get("compiler") or options["edgetpu_compiler"],
+                             cache_dir=settings.cache_dir, threads=settings.latency.threads)
     return None
 
 
@@ -448,8 +568,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for v in variants:
             for t in targets:
                 found = _discover(config, t)
-                if found.devices:
-                    cases += [Case(v, t, d) for d in found.devices]
+                if found.devices:  # an inventory device that is not there: its items skip with the reason
+                    cases += [Case(v, t, d, d.details.get("unavailable")) for d in found.devices]
                 else:
                     cases.append(Case(v, t, None, found.missing or f"no {t} device found"))
     else:
@@ -594,7 +714,7 @@ def edgeopt_case(request: pytest.FixtureRequest) -> Case | None:
     if case is not None:
         _record(request, case, model=None)
         request.node.stash[BUILD_START] = request.config.stash[SESSION].builder.seconds
-    if case is not None and case.target and case.device is None:
+    if case is not None and case.target and (case.device is None or case.missing):
         _unavailable(f"{case.target}: {case.missing}", case.target in request.config.stash[SESSION].settings.require)
     return case
 
@@ -822,6 +942,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for line in advice:
             terminalreporter.write_line(line)
     edge = config.stash[SESSION]
+    devices = report.device_lines(config.stash[RECORDS], edge.settings.require)
+    if devices:
+        terminalreporter.section("edgeopt devices")
+        for line in devices:
+            terminalreporter.write_line(line)
     if edge.settings.json_path is not None:
         terminalreporter.write_line(f"edgeopt: measurements written to {edge.settings.json_path}")
     if comparison is not None:

@@ -146,8 +146,7 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Any = None) ->
         else:
             body.append([row.get("model") or "-", row["variant"], where] + [""] * 8 + [row["result"]])
         if row["result"] not in ("PASS", "base") and row.get("why"):
-            first = str(row["why"]).strip().splitlines()[0] if str(row["why"]).strip() else ""
-            notes.append(f"  {row['variant']} on {where}: {first}")
+            notes.append(f"  {row['variant']} on {where}: {first_line(row['why'])}")
     if comparison is not None:
         header.append("vs baseline run")
         for cells, row in zip(body, rows):
@@ -168,6 +167,71 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Any = None) ->
     if any(r["result"] == "base" for r in rows):
         lines.append("result 'base': the fp32 baseline the variants were compared with (no test of its own)")
     lines += ["size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
+    return lines
+
+
+def first_line(text: Any) -> str:
+    stripped = str(text or "").strip()
+    return stripped.splitlines()[0] if stripped else ""
+
+
+def device_summary(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per device of the session (by label; ``(no T device)`` for a target that had none):
+    its targets, how many items ``measured`` on it, ``failed`` and ``skipped``, the first
+    line of each distinct failure and skip reason with its count, and the ``conditions``
+    of its last measurement (:mod:`pytest_edgeopt.health`)."""
+    devices: dict[str, dict[str, Any]] = {}
+    for r in sorted(records, key=lambda r: (_row_key(r), r.get("test") or "")):
+        target = r.get("target")
+        if not target:
+            continue
+        name = r.get("device") or f"(no {target} device)"
+        d = devices.setdefault(name, {"device": name, "targets": [], "measured": 0, "failed": 0, "skipped": 0,
+                                      "failures": {}, "skips": {}, "conditions": None})
+        if target not in d["targets"]:
+            d["targets"].append(target)
+        m = r.get("measurement")
+        if m:
+            d["measured"] += 1
+            d["conditions"] = (m.get("extras") or {}).get("conditions") or d["conditions"]
+        if r["outcome"] in ("failed", "skipped"):
+            d["failed" if r["outcome"] == "failed" else "skipped"] += 1
+            reasons = d["failures" if r["outcome"] == "failed" else "skips"]
+            what, why = f"{r.get('variant')} on {target}", first_line(r.get("reason")) or r["outcome"]
+            line = why if what in why else f"{what}: {why}"  # failure reasons name both already
+            reasons[line] = reasons.get(line, 0) + 1
+    return [devices[k] for k in sorted(devices, key=lambda k: (k == "host", k))]
+
+
+def device_lines(records: Iterable[Mapping[str, Any]], required: Iterable[str] = (),
+                 max_reasons: int = 10) -> list[str]:
+    """The ``edgeopt devices`` section: per device what was measured, what failed and why,
+    what was skipped and why; then each required target no device measured. Empty when
+    the session ran on the host CPU only."""
+    from .health import describe
+
+    records = list(records)
+    summary = device_summary(records)
+    if all(d["device"] == "host" for d in summary):
+        return []
+    width = max(len(d["device"]) for d in summary)
+    lines = []
+    for d in summary:
+        line = (f"{d['device']:<{width}}  {','.join(d['targets'])}: measured {d['measured']}, "
+                f"failed {d['failed']}, skipped {d['skipped']}")
+        if d["conditions"]:
+            line += f"; last conditions: {describe(d['conditions'])}"
+        lines.append(line)
+        for kind, reasons in (("failed", d["failures"]), ("skipped", d["skips"])):
+            items = list(reasons.items())
+            for text, n in items[:max_reasons]:
+                lines.append(f"    {kind}: {text}" + (f" (x{n})" if n > 1 else ""))
+            if len(items) > max_reasons:
+                lines.append(f"    ... and {len(items) - max_reasons} more {kind} reasons (see the JSON)")
+    for target in sorted(required):
+        mine = [r for r in records if r.get("target") == target]
+        if mine and not any(r.get("measurement") for r in mine):
+            lines.append(f"required target {target}: no healthy device measured it (reasons above)")
     return lines
 
 

@@ -3,12 +3,15 @@ measurements made so far (each variant measured once per target, fp32 once per t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .builder import Builder, BuiltVariant
 from .cache import VariantCache
+from .health import HealthMonitor, HealthPolicy
+from .lease import DEFAULT_TIMEOUT_S, DeviceLeases
 from .measure import observe
 from .measurement import Measurement
 from .model import ModelUnderTest
@@ -32,6 +35,14 @@ class Settings:
     #: Target-specific settings by option name without the ``edgeopt_`` prefix
     #: (``edgetpu``: device strings, ``edgetpu_library``, ``adb``, ``serial``...).
     target_options: dict[str, Any] = field(default_factory=dict)
+    #: The device inventory file (``--edgeopt-farm``), when the run has one.
+    farm: Path | None = None
+    #: When a device is healthy enough to measure on (Android: temperature, battery).
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    #: Where device leases live (``None``: :func:`~pytest_edgeopt.lease.default_lease_dir`),
+    #: and how long a measurement waits for a device another process is using.
+    lease_dir: Path | None = None
+    lease_timeout_s: float = DEFAULT_TIMEOUT_S
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +58,10 @@ class Settings:
                 "threads": self.latency.threads,
             },
             "target_options": dict(self.target_options),
+            "farm": str(self.farm) if self.farm else None,
+            "health": self.health.to_dict(),
+            "lease_dir": str(self.lease_dir) if self.lease_dir else None,
+            "lease_timeout_s": self.lease_timeout_s,
         }
 
 
@@ -54,7 +69,10 @@ class EdgeoptSession:
     """Builds and measures on demand, remembering results for the rest of the session.
 
     ``make_target(name, device)`` creates a Target (the plugin routes it to the
-    ``pytest_edgeopt_make_target`` hook); targets are closed by :meth:`close`.
+    ``pytest_edgeopt_make_target`` hook); targets are closed by :meth:`close`. Each
+    measurement on a device holds the device's lease (:mod:`pytest_edgeopt.lease`: one
+    measurement at a time per device across processes) and starts with a health check
+    (:mod:`pytest_edgeopt.health`); building never holds a lease.
     """
 
     def __init__(self, settings: Settings, make_target: Callable[[str, Device], Target],
@@ -63,6 +81,8 @@ class EdgeoptSession:
         self.progress = progress
         self.builder = Builder(VariantCache(settings.cache_dir, rebuild=settings.rebuild), progress)
         self._make_target = make_target
+        self.leases = DeviceLeases(settings.lease_dir, settings.lease_timeout_s, progress)
+        self.health = HealthMonitor(settings.health, progress)
         self._targets: dict[tuple[str, str], Target] = {}
         self._observed: dict[tuple[str, str, str], Observation | BaseException] = {}
 
@@ -92,7 +112,13 @@ class EdgeoptSession:
             where = target.name if target.device.label is None else f"{target.name}/{target.device.label}"
             self.progress(f"measuring {mut.name} {built.name} on {where}")
             try:
-                done = observe(target, built, mut, self.settings.latency)
+                with self.leases.hold(target.device, f"{mut.name} {built.name} on {where}") as lease:
+                    conditions = self.health.check(target)
+                    done = observe(target, built, mut, self.settings.latency)
+                    if lease is not None:  # when, and after how long a wait, the device was ours
+                        lease = {**lease, "until": time.time()}
+                extras = {"conditions": conditions, "lease": lease}
+                done = replace(done, extras={**done.extras, **{k: v for k, v in extras.items() if v is not None}})
             except Exception as exc:
                 self._observed[key] = exc
                 raise

@@ -65,6 +65,7 @@ from ..adb_server import (
     check_server,
     client_for,
     default_adb_address,
+    device_state,
     format_adb_address,
     is_tcp_serial,
     reconnect_device,
@@ -1539,13 +1540,28 @@ class AndroidTarget:
     # -- device health ----------------------------------------------------------------
 
     def device_conditions(self) -> dict[str, Any]:
-        """Battery level (%), temperature (deg C), charging status from ``dumpsys battery``;
-        ``{"error": ...}`` when the device does not answer."""
+        """``state`` (``device``), battery level (%), temperature (deg C) and charging status
+        from ``dumpsys battery``, ``thermal_status`` (0-6) from ``dumpsys thermalservice``
+        where the device has it (Android 10+), in one shell command; ``{"state": ...,
+        "error": ...}`` when the device does not answer (the error names the step)."""
+        command = f"dumpsys battery; echo {_THERMAL_MARK}; dumpsys thermalservice 2>/dev/null"
         try:
-            res = self.link.shell("read battery state", "dumpsys battery", timeout=min(self.link.step_timeout_s, 20.0))
+            res = self.link.shell("read device conditions", command, timeout=min(self.link.step_timeout_s, 20.0))
         except TargetError as e:
-            return {"error": str(e)}
-        return parse_dumpsys_battery(res.output)
+            try:
+                state = device_state(self.link.client, self.link.serial) or "not attached"
+            except (AdbError, OSError):
+                state = "unknown"
+            return {"state": state, "error": str(e)}
+        battery, _, thermal = res.output.partition(_THERMAL_MARK)
+        out: dict[str, Any] = {"state": "device", **parse_dumpsys_battery(battery)}
+        m = re.search(r"^\s*Thermal Status:\s*(\d+)\s*$", thermal, re.MULTILINE)
+        if m:
+            out["thermal_status"] = int(m.group(1))
+        return out
+
+
+_THERMAL_MARK = "__edgeopt_thermal__"
 
 
 def parse_dumpsys_battery(text: str) -> dict[str, Any]:
