@@ -10,9 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .model import ModelUnderTest
-
 _LAZY = {
+    "ModelUnderTest": ".model",
     "Measurement": ".measurement",
     "BudgetExceeded": ".budgets",
     "BudgetError": ".budgets",
@@ -26,7 +25,7 @@ _LAZY = {
     "edgetpu_op_fraction": ".edgetpu_compat",
 }
 
-__all__ = ["ModelUnderTest", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
@@ -34,6 +33,6 @@ def __getattr__(name: str) -> Any:
     if spec is None:
         raise AttributeError(f"module 'pytest_edgeopt' has no attribute {name!r}")
     module, attr = spec if isinstance(spec, tuple) else (spec, name)
-    value = getattr(importlib.import_module(module, __name__), attr)
-    globals()[name] = value
-    return value
+    # Not cached in globals(): the module in sys.modules is the one to use (pytest's
+    # in-process test runs drop and re-import modules, and classes must stay the same).
+    return getattr(importlib.import_module(module, __name__), attr)

@@ -158,7 +158,7 @@ class Builder:
         try:
             ctx = BuildContext(
                 mut=mut, spec=spec, options=options, workdir=workdir, progress=self.progress,
-                fp32=lambda: self.build(mut, BASELINE).read_bytes(), memo=self._memo,
+                fp32=lambda: self.build(mut, BASELINE).read_bytes(), memo=self._memo, cache=self.cache,
             )
             data = spec.build_function()(ctx)
         finally:

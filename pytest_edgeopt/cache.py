@@ -8,6 +8,11 @@ of the tools (see :func:`key_of`). Layout::
     ROOT/variants/ab/abcdef.../meta.json      sha256, size, recipe, build time (written last)
     ROOT/locks/abcdef....lock                 cross-process lock (pytest-xdist workers)
 
+An intermediate several variants start from (the fine-tuned pruned model of ``pruned``,
+``pruned_int8`` and ``pqat_int8``) is an entry of the same kind whose payload has another
+name (``weights.npz`` instead of ``model.tflite``, see :data:`TFLITE`): its builder picks
+the name, and the same name is used to look it up.
+
 Writes go to a temporary file in the entry's directory and are moved into place with
 ``os.replace``; ``meta.json`` is written last and names the model's sha256, so an entry
 whose model is missing, truncated or altered is detected and rebuilt.
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
 
 #: Bump when the layout or the meaning of a key changes.
 CACHE_FORMAT = 1
+
+#: The payload file name of a variant entry.
+TFLITE = "model.tflite"
 
 #: Distributions whose versions go into every key (read without importing them).
 TOOL_DISTRIBUTIONS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-quantizer", "ai-edge-litert")
@@ -86,8 +94,8 @@ def atomic_write_json(path: Path, obj: Any, compact: bool = False) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A stored variant: ``path`` of the ``.tflite``, its ``meta`` (sha256, size_bytes,
-    build_seconds, material), and whether this lookup found it already built."""
+    """A stored entry: ``path`` of the payload (a variant's ``.tflite``), its ``meta`` (sha256,
+    size_bytes, build_seconds, material), and whether this lookup found it already built."""
 
     key: str
     path: Path
@@ -112,45 +120,48 @@ class VariantCache:
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / "locks" / f"{key}.lock"))
 
-    def lookup(self, key: str) -> Entry | None:
-        """The intact entry for ``key``, or ``None`` (missing, incomplete or corrupt)."""
+    def lookup(self, key: str, payload: str = TFLITE) -> Entry | None:
+        """The intact entry for ``key`` whose payload file is named ``payload``, or ``None``
+        (missing, incomplete or corrupt)."""
         d = self._dir(key)
         try:
             meta = json.loads((d / "meta.json").read_text())
-            data = (d / "model.tflite").read_bytes()
+            data = (d / payload).read_bytes()
         except (OSError, ValueError):
             return None
         if meta.get("sha256") != hashlib.sha256(data).hexdigest() or meta.get("size_bytes") != len(data):
             return None
-        return Entry(key, d / "model.tflite", meta, hit=True)
+        return Entry(key, d / payload, meta, hit=True)
 
-    def store(self, key: str, data: bytes, meta: Mapping[str, Any]) -> Entry:
+    def store(self, key: str, data: bytes, meta: Mapping[str, Any], payload: str = TFLITE) -> Entry:
         d = self._dir(key)
         d.mkdir(parents=True, exist_ok=True)
         full = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "stored_at": time.time()}
-        # meta.json last: it names the model's hash, so a torn write is seen as corrupt.
+        # meta.json last: it names the payload's hash, so a torn write is seen as corrupt.
         (d / "meta.json").unlink(missing_ok=True)
-        atomic_write_bytes(d / "model.tflite", data)
+        atomic_write_bytes(d / payload, data)
         atomic_write_json(d / "meta.json", full)
-        return Entry(key, d / "model.tflite", full, hit=False)
+        return Entry(key, d / payload, full, hit=False)
 
-    def get_or_build(self, key: str, build: Callable[[], tuple[bytes, Mapping[str, Any]]]) -> Entry:
+    def get_or_build(self, key: str, build: Callable[[], tuple[bytes, Mapping[str, Any]]],
+                     payload: str = TFLITE) -> Entry:
         """The entry for ``key``; built (once across processes) when absent or corrupt.
 
-        ``build`` returns the bytes and extra metadata; its build time is recorded.
+        ``build`` returns the bytes and extra metadata; its build time is recorded. The
+        bytes are stored in a file named ``payload``.
         """
         if not self.rebuild:
-            entry = self.lookup(key)
+            entry = self.lookup(key, payload)
             if entry is not None:
                 return entry
         with self.lock(key):
             # Another worker may have built it while we waited for the lock.
-            entry = self.lookup(key)
+            entry = self.lookup(key, payload)
             if entry is not None and (not self.rebuild or self._fresh(entry)):
                 return entry
             start = time.perf_counter()
             data, meta = build()
-            return self.store(key, data, {**meta, "build_seconds": time.perf_counter() - start})
+            return self.store(key, data, {**meta, "build_seconds": time.perf_counter() - start}, payload)
 
     def _fresh(self, entry: Entry) -> bool:
         # With --edgeopt-rebuild, an entry stored since this cache was opened was built by a

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .session import EdgeoptSession
+if TYPE_CHECKING:  # pragma: no cover
+    from .session import EdgeoptSession
 
 
 @dataclass(frozen=True, slots=True)

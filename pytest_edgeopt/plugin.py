@@ -1,7 +1,11 @@
 """pytest11 entry point: options, ini values, markers, fixtures and hooks (kept thin).
 
 State lives in the config's stash (:class:`EdgeoptSession`); the domain modules are plain
-Python. Nothing here imports tensorflow: builders import it when a variant is built.
+Python. Nothing here imports tensorflow: builders import it when a variant is built. Every
+pytest run of a project with the plugin installed loads this module, so at start-up it
+imports only the light modules that name the options (targets, variants, settings): the
+session, the builder, numpy and the reports are imported when an item or an output needs
+them (``python benchmarks/startup.py`` measures it).
 """
 
 from __future__ import annotations
@@ -16,28 +20,27 @@ from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 import pytest
 
-from .budgets import BudgetError, validate as validate_budgets
-from .builder import BuiltVariant
-from .measurement import Measurement
-from .model import ModelError, ModelUnderTest
-from .session import EdgeoptSession, Settings
+from .names import TARGET_NAMES, VARIANT_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .builder import BuiltVariant
     from .farm import Inventory
+    from .measurement import Measurement
+    from .model import ModelUnderTest
     from .outputs import Gate, OutputSettings
-from .targets.base import (HOST, TARGET_NAMES, Device, Discovery, LatencySettings, ModelIncompatible, TargetError,
-                           TargetUnavailable)
-from .variants.registry import VARIANTS, VariantBuildError, VariantUnavailable, check_options
-from . import report
+    from .session import EdgeoptSession
+    from .settings import Settings
+    from .targets.base import Device, Discovery
 
-SESSION = pytest.StashKey[EdgeoptSession]()
+SETTINGS = pytest.StashKey["Settings"]()
+SESSION = pytest.StashKey["EdgeoptSession"]()
 RECORDS = pytest.StashKey[list]()
 DISCOVERED = pytest.StashKey[dict]()
-MEASUREMENT = pytest.StashKey[Measurement]()
+MEASUREMENT = pytest.StashKey["Measurement"]()
 RECORD = pytest.StashKey[dict]()
 BUILD_START = pytest.StashKey[float]()
 RECORDER = pytest.StashKey["_Recorder"]()
-OUTPUTS = pytest.StashKey["OutputSettings"]()
+OUTPUTS = pytest.StashKey["OutputSettings | None"]()
 GATE = pytest.StashKey["Gate | None"]()
 COMPARISON = pytest.StashKey[Any]()
 SAVED = pytest.StashKey["Path | None"]()
@@ -78,7 +81,7 @@ def parse_targets(value: str) -> tuple[str, ...]:
 
 
 def parse_variants(value: str) -> tuple[str, ...]:
-    return _names(value, list(VARIANTS), "variant")
+    return _names(value, VARIANT_NAMES, "variant")
 
 
 def _number(kind: type, minimum: float, what: str):
@@ -333,6 +336,8 @@ def _farm_path(config: pytest.Config) -> Path | None:
 
 def settings_from_config(config: pytest.Config) -> Settings:
     from .health import HealthPolicy
+    from .settings import Settings
+    from .targets.base import LatencySettings
 
     cache = _setting(config, "edgeopt_cache_dir")
     json_path = _setting(config, "edgeopt_json")
@@ -366,8 +371,12 @@ def settings_from_config(config: pytest.Config) -> Settings:
     )
 
 
-def output_settings(config: pytest.Config) -> "OutputSettings":
-    from .outputs import OutputSettings
+_OUTPUT_OPTIONS = ("edgeopt_save", "edgeopt_autosave", "edgeopt_csv", "edgeopt_compare", "edgeopt_compare_fail")
+
+
+def output_settings(config: pytest.Config) -> OutputSettings | None:
+    """What the session leaves behind besides the JSON; ``None`` when nothing is asked for
+    (most runs: then :mod:`pytest_edgeopt.outputs` is not even imported)."""
 
     def opt(name: str) -> Any:
         value = config.getoption(name)
@@ -376,8 +385,12 @@ def output_settings(config: pytest.Config) -> "OutputSettings":
     def path(value: Any) -> Path | None:
         return None if not value else Path(config.invocation_params.dir, value)
 
-    storage = opt("edgeopt_storage")
     html = _setting(config, "edgeopt_html")
+    if not html and not any(opt(name) for name in _OUTPUT_OPTIONS):
+        return None
+    from .outputs import OutputSettings
+
+    storage = opt("edgeopt_storage")
     return OutputSettings(
         storage=Path(config.rootpath, storage) if storage else config.rootpath / ".edgeopt" / "runs",
         save=opt("edgeopt_save"), autosave=bool(opt("edgeopt_autosave")), csv=path(opt("edgeopt_csv")),
@@ -406,35 +419,60 @@ def _progress(config: pytest.Config):
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    settings = settings_from_config(config)
-    config.stash[SESSION] = EdgeoptSession(
-        settings,
-        make_target=lambda name, device: _make_target(config, name, device),
-        progress=_progress(config),
-    )
+    # Every setting is checked now (a typo is a usage error at start-up); the Settings
+    # object, which imports more of the package, is made on first use (_settings).
+    for spec in _SETTINGS:
+        _setting(config, spec[1])
+    _target_options(config)
     config.stash[RECORDS] = []
     config.stash[DISCOVERED] = {}
     config.stash[FARM] = None
-    if settings.farm is not None:
+    farm = _farm_path(config)
+    if farm is not None:
         from .farm import InventoryError, load_inventory
 
         try:
-            config.stash[FARM] = load_inventory(settings.farm)
+            config.stash[FARM] = load_inventory(farm)
         except InventoryError as exc:
             raise pytest.UsageError(f"pytest-edgeopt: --edgeopt-farm: {exc}") from None
-    from .outputs import prepare
+    outputs = config.stash[OUTPUTS] = output_settings(config)
+    if outputs is not None and not _is_xdist_worker(config):
+        from .outputs import prepare
 
-    config.stash[OUTPUTS] = output_settings(config)
-    if not _is_xdist_worker(config):
         try:
-            config.stash[GATE] = prepare(config.stash[OUTPUTS])
+            config.stash[GATE] = prepare(outputs)
         except ValueError as exc:
             raise pytest.UsageError(f"pytest-edgeopt: {exc}") from None
     config.stash[RECORDER] = _Recorder(config)
     config.pluginmanager.register(config.stash[RECORDER], "edgeopt-recorder")
 
 
+def _settings(config: pytest.Config) -> Settings:
+    """The run's settings (checked in pytest_configure), made on first use."""
+    settings = config.stash.get(SETTINGS, None)
+    if settings is None:
+        settings = config.stash[SETTINGS] = settings_from_config(config)
+    return settings
+
+
+def _edge(config: pytest.Config) -> EdgeoptSession:
+    """The session's builder and measurements, made on first use (not at start-up: it
+    imports the builder, the targets and numpy)."""
+    edge = config.stash.get(SESSION, None)
+    if edge is None:
+        from .session import EdgeoptSession
+
+        edge = config.stash[SESSION] = EdgeoptSession(
+            _settings(config),
+            make_target=lambda name, device: _make_target(config, name, device),
+            progress=_progress(config),
+        )
+    return edge
+
+
 def _make_target(config: pytest.Config, name: str, device: Device):
+    from .targets.base import TargetUnavailable
+
     target = config.hook.pytest_edgeopt_make_target(config=config, name=name, device=device)
     if target is None:
         raise TargetUnavailable(f"no plugin provides target {name!r} for device {device.id!r}")
@@ -444,7 +482,9 @@ def _make_target(config: pytest.Config, name: str, device: Device):
 # -- built-in targets, through the same hooks a conftest can implement ------------------------
 @pytest.hookimpl(trylast=True)
 def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | None:
-    options = config.stash[SESSION].settings.target_options
+    from .targets.base import HOST, Discovery
+
+    options = _settings(config).target_options
     farm = config.stash[FARM]
     if target == "cpu":
         if farm is not None:
@@ -478,7 +518,7 @@ def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | N
 
 @pytest.hookimpl(trylast=True)
 def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device):
-    settings = config.stash[SESSION].settings
+    settings = _settings(config)
     options = settings.target_options
     # An inventory's per-device settings (Device.details) win over the run's options.
     details = device.details
@@ -488,6 +528,7 @@ def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device)
         return CpuTarget(name, device, threads=details.get("threads") or settings.latency.threads)
     if name in ("android_gpu", "android_cpu"):
         from .targets.android import AndroidTarget
+        from .targets.base import TargetUnavailable
 
         binary = details.get("benchmark_model") or options["benchmark_model"]
         if not binary:
@@ -513,6 +554,8 @@ def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device)
 def _discover(config: pytest.Config, target: str) -> Discovery:
     cache = config.stash[DISCOVERED]
     if target not in cache:
+        from .targets.base import Discovery
+
         found = config.hook.pytest_edgeopt_discover(config=config, target=target)
         cache[target] = found if found is not None else Discovery((), missing=f"no plugin discovers {target!r} devices")
     return cache[target]
@@ -553,9 +596,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "edgeopt_case" not in metafunc.fixturenames or not _wants_edgeopt(metafunc):
         return
     config = metafunc.config
-    settings = config.stash[SESSION].settings
+    settings = _settings(config)
     marker = metafunc.definition.get_closest_marker("edgeopt_variants")
-    variants = [v for v in (marker.args if marker and marker.args else VARIANTS) if v in VARIANTS]
+    variants = [v for v in (marker.args if marker and marker.args else VARIANT_NAMES) if v in VARIANT_NAMES]
     if settings.variants:
         variants = [v for v in variants if v in settings.variants]
     measured = "measurement" in metafunc.fixturenames or metafunc.definition.get_closest_marker("edgeopt_budget")
@@ -585,13 +628,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check marker arguments at collection: a typo is a usage error, not 50 failures."""
+    if not any(item.get_closest_marker(m) for item in items
+               for m in ("edgeopt_variants", "edgeopt_budget", "edgeopt_options")):
+        return
+    from .budgets import BudgetError, validate as validate_budgets
+    from .variants.registry import check_options
+
     problems: list[str] = []
     for item in items:
         for marker in item.iter_markers("edgeopt_variants"):
-            unknown = [v for v in marker.args if v not in VARIANTS]
+            unknown = [v for v in marker.args if v not in VARIANT_NAMES]
             if unknown or marker.kwargs:
                 problems.append(f"{item.nodeid}: edgeopt_variants: unknown variant {', '.join(map(repr, unknown or marker.kwargs))}; "
-                                f"known: {', '.join(VARIANTS)}")
+                                f"known: {', '.join(VARIANT_NAMES)}")
         for marker in item.iter_markers("edgeopt_budget"):
             try:
                 validate_budgets(marker.kwargs, "edgeopt_budget")
@@ -643,6 +692,8 @@ def _budget_module(parsed: Any, root: Path) -> Any:
 
     @pytest.fixture(scope="session", name="edgeopt_model")
     def _model_from_file() -> ModelUnderTest:
+        from .model import ModelError
+
         try:
             return parsed.model_under_test(root)
         except (BudgetFileError, ModelError) as exc:
@@ -713,19 +764,21 @@ def edgeopt_case(request: pytest.FixtureRequest) -> Case | None:
     case = getattr(request, "param", None)
     if case is not None:
         _record(request, case, model=None)
-        request.node.stash[BUILD_START] = request.config.stash[SESSION].builder.seconds
+        request.node.stash[BUILD_START] = _edge(request.config).builder.seconds
     if case is not None and case.target and (case.device is None or case.missing):
-        _unavailable(f"{case.target}: {case.missing}", case.target in request.config.stash[SESSION].settings.require)
+        _unavailable(f"{case.target}: {case.missing}", case.target in _settings(request.config).require)
     return case
 
 
 @pytest.fixture
 def edgeopt_session(request: pytest.FixtureRequest) -> EdgeoptSession:
     """The session's builder and measurements (for advanced use)."""
-    return request.config.stash[SESSION]
+    return _edge(request.config)
 
 
 def _model(request: pytest.FixtureRequest) -> ModelUnderTest:
+    from .model import ModelUnderTest
+
     mut = request.getfixturevalue("edgeopt_model")
     if not isinstance(mut, ModelUnderTest):
         pytest.fail(f"pytest-edgeopt: the edgeopt_model fixture returned {type(mut).__name__}; "
@@ -754,8 +807,11 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
     if edgeopt_case is None:
         pytest.fail("pytest-edgeopt: optimized_model is parametrized by pytest-edgeopt; this item has no variant",
                     pytrace=False)
+    from .model import ModelError
+    from .variants.registry import VariantBuildError, VariantUnavailable
+
     mut = _model(request)
-    session = request.config.stash[SESSION]
+    session = _edge(request.config)
     request.node.stash[RECORD]["model"] = mut.name
     try:
         built = session.build(mut, edgeopt_case.variant, _test_options(request))
@@ -776,7 +832,11 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
     """The item's variant measured on the item's target, against fp32 on the same target."""
     case = edgeopt_case
     assert case is not None and case.target is not None
-    session = request.config.stash[SESSION]
+    from .model import ModelError
+    from .targets.base import ModelIncompatible, TargetError, TargetUnavailable
+    from .variants.registry import VariantBuildError, VariantUnavailable
+
+    session = _edge(request.config)
     required = case.target in session.settings.require
     assert case.device is not None
     mut = _model(request)
@@ -834,7 +894,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             reason = crash.message if crash is not None else str(rep.longrepr)
             for prefix in ("pytest_edgeopt.budgets.BudgetExceeded: ", "Failed: "):
                 reason = reason.removeprefix(prefix)
-        builder = item.config.stash[SESSION].builder
+        builder = _edge(item.config).builder
         # A plain dict: it travels from xdist workers to the controller with the report.
         rep.edgeopt = {**record, "test": item.nodeid, "outcome": rep.outcome, "reason": reason,
                        "build_wall_s": builder.seconds - item.stash.get(BUILD_START, builder.seconds),
@@ -870,14 +930,17 @@ class _Recorder:
         return Path(self.config.invocation_params.dir) / path
 
     def document(self) -> dict:
-        return report.document(self.records, self.config.stash[SESSION].settings.to_dict())
+        from . import report
+
+        return report.document(self.records, _settings(self.config).to_dict())
 
     def save(self, doc: dict | None = None) -> None:
         """Write the JSON (when asked for): ``doc``, or the session so far."""
-        edge = self.config.stash[SESSION]
-        json_path = self.path(edge.settings.json_path)
-        if _is_xdist_worker(self.config) or json_path is None:
+        if _is_xdist_worker(self.config) or not _setting(self.config, "edgeopt_json"):
             return
+        json_path = self.path(_settings(self.config).json_path)
+        from . import report
+
         start = time.monotonic()
         report.write_json(json_path, doc if doc is not None else self.document())
         self._saved_at = time.monotonic()
@@ -890,27 +953,29 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    edge = config.stash.get(SESSION, None)
-    if edge is None:
+    if RECORDER not in config.stash:  # pytest_configure did not finish (a usage error)
         return
     try:
         if not _is_xdist_worker(config):
-            _finish(session, edge)
+            _finish(session)
     finally:
-        edge.close()
+        edge = config.stash.get(SESSION, None)
+        if edge is not None:
+            edge.close()
 
 
-def _finish(session: pytest.Session, edge: EdgeoptSession) -> None:
+def _finish(session: pytest.Session) -> None:
     """The session's outputs: comparison (while targets are open), JSON, saved run, CSV, HTML."""
-    from . import outputs
-
     config = session.config
     recorder, settings = config.stash[RECORDER], config.stash[OUTPUTS]
-    doc = recorder.document()
-    gate = config.stash.get(GATE, None)
-    if gate is None and not settings.saving and settings.csv is None and settings.html is None:
-        recorder.save(doc)
+    if settings is None:
+        recorder.save()
         return
+    from . import outputs
+
+    gate = config.stash.get(GATE, None)
+    doc = recorder.document()
+    edge = _edge(config)
     done = outputs.finish(doc, settings, gate, edge, config.rootpath, edge.progress)
     recorder.save(doc)
     config.stash[SAVED] = done.saved
@@ -927,6 +992,10 @@ def _finish(session: pytest.Session, edge: EdgeoptSession) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if _is_xdist_worker(config):
         return
+    if not config.stash.get(RECORDS, None):
+        return
+    from . import report
+
     comparison = config.stash.get(COMPARISON, None)
     lines = report.table_lines(config.stash[RECORDS], comparison)
     if not lines:
@@ -941,14 +1010,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("edgeopt recommendation")
         for line in advice:
             terminalreporter.write_line(line)
-    edge = config.stash[SESSION]
-    devices = report.device_lines(config.stash[RECORDS], edge.settings.require)
+    run = _settings(config)
+    devices = report.device_lines(config.stash[RECORDS], run.require)
     if devices:
         terminalreporter.section("edgeopt devices")
         for line in devices:
             terminalreporter.write_line(line)
-    if edge.settings.json_path is not None:
-        terminalreporter.write_line(f"edgeopt: measurements written to {edge.settings.json_path}")
+    if run.json_path is not None:
+        terminalreporter.write_line(f"edgeopt: measurements written to {run.json_path}")
     if comparison is not None:
         terminalreporter.section("edgeopt comparison", red=comparison.failed, green=not comparison.failed)
         for line in comparison.lines():
@@ -957,6 +1026,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     saved = config.stash.get(SAVED, None)
     if saved is not None:
         terminalreporter.write_line(f"edgeopt: run saved to {saved}")
+    if settings is None:
+        return
     if settings.html is not None:
         terminalreporter.write_line(f"edgeopt: HTML report written to {settings.html}")
     if settings.csv is not None:

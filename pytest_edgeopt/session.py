@@ -4,65 +4,20 @@ measurements made so far (each variant measured once per target, fp32 once per t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from .builder import Builder, BuiltVariant
 from .cache import VariantCache
-from .health import HealthMonitor, HealthPolicy
-from .lease import DEFAULT_TIMEOUT_S, DeviceLeases
+from .health import HealthMonitor
+from .lease import DeviceLeases
 from .measure import observe
 from .measurement import Measurement
 from .model import ModelUnderTest
 from .results import Observation
-from .targets.base import HOST, Device, LatencySettings, ModelIncompatible, Target
+from .settings import Settings
+from .targets.base import HOST, Device, ModelIncompatible, Target
 from .variants.registry import BASELINE
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """What the command line and ini chose. ``targets`` is ``None`` when not given
-    (unmarked tests then run on the CPU); ``variants`` is ``None`` for every variant."""
-
-    targets: tuple[str, ...] | None
-    variants: tuple[str, ...] | None
-    require: frozenset[str]
-    cache_dir: Path
-    rebuild: bool
-    json_path: Path | None
-    latency: LatencySettings
-    #: Target-specific settings by option name without the ``edgeopt_`` prefix
-    #: (``edgetpu``: device strings, ``edgetpu_library``, ``adb``, ``serial``...).
-    target_options: dict[str, Any] = field(default_factory=dict)
-    #: The device inventory file (``--edgeopt-farm``), when the run has one.
-    farm: Path | None = None
-    #: When a device is healthy enough to measure on (Android: temperature, battery).
-    health: HealthPolicy = field(default_factory=HealthPolicy)
-    #: Where device leases live (``None``: :func:`~pytest_edgeopt.lease.default_lease_dir`),
-    #: and how long a measurement waits for a device another process is using.
-    lease_dir: Path | None = None
-    lease_timeout_s: float = DEFAULT_TIMEOUT_S
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "targets": list(self.targets) if self.targets else None,
-            "variants": list(self.variants) if self.variants else None,
-            "require": sorted(self.require),
-            "cache_dir": str(self.cache_dir),
-            "rebuild": self.rebuild,
-            "latency": {
-                "warmup": self.latency.warmup, "min_samples": self.latency.min_samples,
-                "min_time_s": self.latency.min_time_s, "max_time_s": self.latency.max_time_s,
-                "max_samples": self.latency.max_samples,
-                "threads": self.latency.threads,
-            },
-            "target_options": dict(self.target_options),
-            "farm": str(self.farm) if self.farm else None,
-            "health": self.health.to_dict(),
-            "lease_dir": str(self.lease_dir) if self.lease_dir else None,
-            "lease_timeout_s": self.lease_timeout_s,
-        }
 
 
 class EdgeoptSession:

@@ -62,6 +62,14 @@ def test_rebuild_ignores_existing_entries(tmp_path: Path) -> None:
     assert VariantCache(tmp_path).lookup("b" * 64).path.read_bytes() == b"new-bytes"
 
 
+def test_payload_name_picks_the_entry_file(tmp_path: Path) -> None:
+    cache = VariantCache(tmp_path)
+    entry = cache.get_or_build("e" * 64, lambda: (b"fine-tuned weights", {}), payload="weights.npz")
+    assert entry.path.name == "weights.npz" and not entry.path.with_name("model.tflite").exists()
+    assert cache.lookup("e" * 64) is None  # not taken for a .tflite
+    assert cache.lookup("e" * 64, "weights.npz").path.read_bytes() == b"fine-tuned weights"
+
+
 def test_failed_build_leaves_no_entry(tmp_path: Path) -> None:
     cache = VariantCache(tmp_path)
 

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from pytest_edgeopt.builder import Builder
+from pytest_edgeopt.cache import VariantCache
 from pytest_edgeopt.model import ModelUnderTest
 from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
 from pytest_edgeopt.variants import tfenv
@@ -319,6 +321,49 @@ def test_pruned_and_clustered_models_are_shared_within_the_process(built: dict[s
         assert "reusing the model already clustered" in built[name].progress[0]
     assert not any("epoch" in ln for ln in built["pruned_int8"].progress)
     assert not any("epoch" in ln for ln in built["clustered_int8"].progress)
+
+
+def builder_run(cache_dir: Path, mut: ModelUnderTest, name: str, options: dict | None = None,
+                rebuild: bool = False) -> tuple[bytes, list[str]]:
+    """The bytes of ``name`` built by a new Builder (its own memo, as in another pytest-xdist
+    worker) over the cache in ``cache_dir``, and its progress lines."""
+    lines: list[str] = []
+    builder = Builder(VariantCache(cache_dir, rebuild=rebuild), lines.append)
+    return builder.build(mut, name, {**OPTIONS, **(options or {})}).read_bytes(), lines
+
+
+@pytest.fixture(scope="module")
+def pruned_cache(mut: ModelUnderTest, built: dict[str, Built], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache in which a Builder built ``pruned``, so it holds the fine-tuned pruned model."""
+    root = tmp_path_factory.mktemp("cache")
+    data, lines = builder_run(root, mut, "pruned")
+    assert "pruned: pruning phase (to 80% sparsity)" in lines
+    assert data == variant(built, "pruned")
+    return root
+
+
+def test_a_new_builder_reuses_the_pruned_model_from_the_cache(pruned_cache: Path, mut: ModelUnderTest,
+                                                              built: dict[str, Built]) -> None:
+    data, lines = builder_run(pruned_cache, mut, "pruned_int8")
+    assert "pruned_int8: pruning phase (reusing the model already pruned, from the cache)" in lines
+    assert not [ln for ln in lines if "epoch" in ln]
+    assert data == variant(built, "pruned_int8")  # as from the pruned model kept in memory
+
+
+def test_another_sparsity_does_not_reuse_the_pruned_model(pruned_cache: Path, mut: ModelUnderTest) -> None:
+    data, lines = builder_run(pruned_cache, mut, "pruned_int8", {"sparsity": 0.5})
+    assert "pruned_int8: pruning phase (to 50% sparsity)" in lines
+    assert [ln for ln in lines if "epoch" in ln]
+    big = [w for w in weights(data).values() if w.size > 1000]
+    assert big and all(np.mean(w == 0) < SPARSITY - 0.2 for w in big)
+
+
+def test_rebuild_fine_tunes_the_pruned_model_again(pruned_cache: Path, mut: ModelUnderTest,
+                                                   built: dict[str, Built]) -> None:
+    data, lines = builder_run(pruned_cache, mut, "pruned_int8", rebuild=True)
+    assert "pruned_int8: pruning phase (to 80% sparsity)" in lines
+    assert [ln for ln in lines if "epoch" in ln]
+    assert data == variant(built, "pruned_int8")
 
 
 def test_fine_tuning_is_reproducible_and_leaves_the_random_state_alone(built: dict[str, Built],

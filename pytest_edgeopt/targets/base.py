@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
-import numpy as np
+from ..names import TARGET_NAMES  # noqa: F401 (re-exported: the targets' names)
 
-from ..results import LatencyStats
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
-#: Target names the plugin knows; each is also a marker.
-TARGET_NAMES: tuple[str, ...] = ("cpu", "android_gpu", "android_cpu", "edgetpu")
+    from ..results import LatencyStats
+
 
 
 class TargetUnavailable(Exception):

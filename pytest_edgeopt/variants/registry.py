@@ -9,9 +9,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..model import ModelUnderTest
+from ..names import VARIANT_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..cache import VariantCache
+    from ..model import ModelUnderTest
 
 #: Knobs and their defaults. A model's ``options`` and a test's
 #: ``@pytest.mark.edgeopt_options(...)`` override them; only the knobs a variant lists
@@ -115,6 +119,8 @@ VARIANTS: dict[str, VariantSpec] = {
         _v("aeq_dynamic_wi4", "aeq", "AI Edge Quantizer: dynamic, int4 weights", _ALL, ".aeq:build_dynamic_wi4"),
     )
 }
+if tuple(VARIANTS) != VARIANT_NAMES:  # the plugin offers and checks names from names.py
+    raise RuntimeError(f"pytest_edgeopt.names.VARIANT_NAMES {VARIANT_NAMES} differs from the registry {tuple(VARIANTS)}")
 
 BASELINE = "fp32"
 
@@ -198,7 +204,9 @@ class BuildContext:
     line per epoch) so long builds never look hung; ``fp32``: returns the fp32 ``.tflite``
     bytes (built or cached through the same store), for builders that start from it;
     ``memo``: per-process store of intermediates shared between builds (a pruned Keras
-    model for both ``pruned`` and ``pruned_int8``), keyed by the builder.
+    model for both ``pruned`` and ``pruned_int8``), keyed by the builder; ``cache``: the
+    store the variant goes to, where a builder also keeps such intermediates for other
+    processes (pytest-xdist workers, later runs) to reuse; ``None``: the memo only.
     """
 
     mut: ModelUnderTest
@@ -208,3 +216,4 @@ class BuildContext:
     progress: Callable[[str], None]
     fp32: Callable[[], bytes]
     memo: dict[Any, Any] = field(default_factory=dict)
+    cache: VariantCache | None = None

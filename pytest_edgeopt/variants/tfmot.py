@@ -14,23 +14,31 @@ Each one fine-tunes a fresh copy of the user's tf_keras model on ``train_data``
   clustered, or sparsity-preserving clustered model with the collaborative schemes that
   keep the sparsity and/or the clusters.
 
-The stripped pruned and clustered models are kept in ``ctx.memo`` and shared by the
-variants that start from them (copied before being wrapped again).
+The stripped pruned and clustered models are shared by the variants that start from them
+(copied before being wrapped again): kept in ``ctx.memo`` for this process and stored as
+entries of ``ctx.cache`` (their weights, keyed by everything that determines them) for the
+other pytest-xdist workers and later runs.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import random
 import re
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..cache import key_of, tool_versions
 from .registry import BuildContext, VariantBuildError, VariantUnavailable
 
 _TRAIN_KNOBS = ("finetune_epochs", "learning_rate", "batch_size", "loss", "seed")
+
+#: The payload of a shared intermediate's cache entry: the fine-tuned model's weights.
+_WEIGHTS = "weights.npz"
 
 # How to make a layer acceptable to each tfmot tool, for error messages.
 _FIXES = {
@@ -101,40 +109,107 @@ def build_pcqat_int8(ctx: BuildContext) -> bytes:
 
 def pruned_model(ctx: BuildContext) -> Any:
     """The model pruned to ``sparsity``, fine-tuned and stripped (a tf_keras model shared
-    through ``ctx.memo``: copy it before wrapping it again)."""
-    key = _memo_key(ctx, "pruned", ("sparsity",))
-    if key in ctx.memo:
-        ctx.progress(f"{ctx.spec.name}: pruning phase (reusing the model already pruned in this session)")
-        return ctx.memo[key]
-    tfmot = _tfmot()
-    sparsity = float(ctx.options["sparsity"])
-    model = _fresh_model(ctx)
-    steps = _steps(ctx)
-    ctx.progress(f"{ctx.spec.name}: pruning phase (to {sparsity:.0%} sparsity)")
-    schedule = pruning_schedule(tfmot, sparsity, steps)
-    pruned = _wrap(ctx, "prune", model, lambda: tfmot.sparsity.keras.prune_low_magnitude(
-        model, pruning_schedule=schedule))
-    _finetune(ctx, pruned, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    ctx.memo[key] = stripped
-    return stripped
+    through ``ctx.memo`` and ``ctx.cache``: copy it before wrapping it again)."""
+
+    def make() -> Any:
+        tfmot = _tfmot()
+        sparsity = float(ctx.options["sparsity"])
+        model = _fresh_model(ctx)
+        steps = _steps(ctx)
+        ctx.progress(f"{ctx.spec.name}: pruning phase (to {sparsity:.0%} sparsity)")
+        schedule = pruning_schedule(tfmot, sparsity, steps)
+        pruned = _wrap(ctx, "prune", model, lambda: tfmot.sparsity.keras.prune_low_magnitude(
+            model, pruning_schedule=schedule))
+        _finetune(ctx, pruned, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        return tfmot.sparsity.keras.strip_pruning(pruned)
+
+    return _shared(ctx, "pruned", ("sparsity",), "pruning phase", make)
 
 
 def clustered_model(ctx: BuildContext) -> Any:
     """The model clustered into ``clusters`` centroids per weight, fine-tuned and stripped
-    (shared through ``ctx.memo``: copy it before wrapping it again)."""
-    key = _memo_key(ctx, "clustered", ("clusters",))
+    (shared through ``ctx.memo`` and ``ctx.cache``: copy it before wrapping it again)."""
+
+    def make() -> Any:
+        tfmot = _tfmot()
+        model = _fresh_model(ctx)
+        ctx.progress(f"{ctx.spec.name}: clustering phase ({ctx.options['clusters']} clusters)")
+        clustered = cluster(ctx, model, preserve_sparsity=False)
+        _finetune(ctx, clustered)
+        return tfmot.clustering.keras.strip_clustering(clustered)
+
+    return _shared(ctx, "clustered", ("clusters",), "clustering phase", make)
+
+
+def _shared(ctx: BuildContext, what: str, knobs: tuple[str, ...], phase: str, make: Callable[[], Any]) -> Any:
+    """The stripped model ``what`` ("pruned", "clustered") that ``make`` fine-tunes, made once
+    for all processes: from ``ctx.memo`` when this process has it, else from ``ctx.cache``
+    when any process stored it (the cache's lock makes a worker that needs it while another
+    fine-tunes it wait, then reuse it), else made and stored.
+
+    The key holds what determines the model: the model's fingerprint, ``knobs`` and the
+    fine-tuning knobs, the train data's fingerprint and the tool versions, as a variant's
+    key does (the sparsity-preserving clustered model of ``pcqat_int8`` is not shared:
+    only that variant uses it, and the variant itself is cached).
+    """
+    material = {
+        "intermediate": f"tfmot:{what}", "model": ctx.mut.fingerprint, "kind": ctx.mut.source.kind,
+        "knobs": {k: ctx.options[k] for k in knobs + _TRAIN_KNOBS},
+        "data": {"train_data": ctx.mut.data_fingerprint("train_data")}, "versions": tool_versions(),
+    }
+    key = key_of(material)
     if key in ctx.memo:
-        ctx.progress(f"{ctx.spec.name}: clustering phase (reusing the model already clustered in this session)")
+        ctx.progress(f"{ctx.spec.name}: {phase} (reusing the model already {what} in this session)")
         return ctx.memo[key]
-    tfmot = _tfmot()
-    model = _fresh_model(ctx)
-    ctx.progress(f"{ctx.spec.name}: clustering phase ({ctx.options['clusters']} clusters)")
-    clustered = cluster(ctx, model, preserve_sparsity=False)
-    _finetune(ctx, clustered)
-    stripped = tfmot.clustering.keras.strip_clustering(clustered)
-    ctx.memo[key] = stripped
-    return stripped
+    model = None
+    if ctx.cache is not None:
+        made: list[Any] = []
+
+        def build() -> tuple[bytes, dict[str, Any]]:
+            made.append(make())
+            return _weights_bytes(made[0]), {"material": material, "intermediate": what, "model": ctx.mut.name}
+
+        entry = ctx.cache.get_or_build(key, build, payload=_WEIGHTS)
+        if made:
+            model = made[0]
+        else:
+            model = _with_weights(ctx, entry.path)
+            if model is not None:
+                ctx.progress(f"{ctx.spec.name}: {phase} (reusing the model already {what}, from the cache)")
+    if model is None:
+        model = make()
+    ctx.memo[key] = model
+    return model
+
+
+def _weights_bytes(model: Any) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, *model.get_weights())
+    return buf.getvalue()
+
+
+def _with_weights(ctx: BuildContext, path: Path) -> Any:
+    """A fresh copy of the user's model with the weights stored at ``path`` (``None`` when
+    they do not fit it).
+
+    Only the weights are stored because ``strip_pruning``/``strip_clustering`` put the
+    user's own layers back: the stripped model has the user's architecture and layer names,
+    which the model fingerprint in the key fixes. So custom layers need no registration,
+    and the copy converts to the same ``.tflite`` bytes as the model it was stored from
+    (tests/test_variants.py checks it). What it lacks is compile state (optimizer, loss):
+    the stripped model has none either (strip_* clone the model), and its users convert it
+    or copy and recompile it.
+    """
+    from .tfenv import load_keras_model
+
+    with np.load(path, allow_pickle=False) as stored:
+        weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    model = load_keras_model(ctx.mut.source, ctx.memo, ctx.mut.fingerprint)
+    try:
+        model.set_weights(weights)
+    except ValueError:  # not while strip_* restore the user's layers; fine-tune here then
+        return None
+    return model
 
 
 def cluster(ctx: BuildContext, model: Any, preserve_sparsity: bool) -> Any:
@@ -410,11 +485,6 @@ def _convert(ctx: BuildContext, mode: str, model: Any) -> bytes:
     from .ptq import convert
 
     return convert(ctx, mode, model=model)
-
-
-def _memo_key(ctx: BuildContext, what: str, knobs: tuple[str, ...]) -> tuple[Any, ...]:
-    values = tuple((k, repr(ctx.options[k])) for k in knobs + _TRAIN_KNOBS)
-    return ("tfmot", what, ctx.mut.fingerprint, ctx.mut.data_fingerprint("train_data"), values)
 
 
 def _wrap(ctx: BuildContext, tool: str, model: Any, wrap: Callable[[], Any]) -> Any:

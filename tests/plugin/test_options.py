@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -242,3 +243,17 @@ def test_loading_the_plugin_imports_no_tensorflow() -> None:
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_run_without_edgeopt_items_loads_only_the_plugin_and_the_names(pytester: pytest.Pytester) -> None:
+    """Every pytest run of a project with the plugin installed pays for its start-up:
+    no numpy, no builder, no session unless an item needs them."""
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    code = ("import json, sys, pytest; code = pytest.main(['-q', '-p', 'no:cacheprovider']); "
+            "print('MODULES=' + json.dumps(sorted(m for m in sys.modules "
+            "if m.startswith('pytest_edgeopt') or m in ('numpy', 'pandas', 'tensorflow')))); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=pytester.path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES="))
+    assert json.loads(line.removeprefix("MODULES=")) == [
+        "pytest_edgeopt", "pytest_edgeopt.hookspec", "pytest_edgeopt.names", "pytest_edgeopt.plugin"]
