@@ -46,6 +46,7 @@ COMPARISON = pytest.StashKey[Any]()
 SAVED = pytest.StashKey["Path | None"]()
 FARM = pytest.StashKey["Inventory | None"]()
 BY_DEVICE = pytest.StashKey[bool]()
+BUILD_PHASES = pytest.StashKey[int]()
 
 MARKERS = (
     "cpu: run the item's variants on the host CPU (LiteRT interpreter)",
@@ -627,6 +628,39 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _check_markers(items)
+    if getattr(config, "workerinput", {}).get("edgeopt_dist") in ("load", "worksteal"):
+        _costliest_builds_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller: tell each worker how work is handed out (a worker's
+    own ``dist`` option reads ``no``)."""
+    node.workerinput["edgeopt_dist"] = node.config.option.dist
+
+
+def _costliest_builds_first(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's load distribution, hand out the items whose variants fine-tune
+    longest first (VariantSpec.phases: pcqat_int8, then pqat_int8 and cqat_int8, then the
+    single-phase ones), so no worker starts a long build while the others finish: the
+    longest-first rule for balancing jobs over workers. Every worker sorts its collection
+    the same way (the controller requires identical collections); the sort is stable, so
+    the other items keep their order, and a serial run keeps the collection order."""
+    phases = {}
+    for item in items:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("edgeopt_case")
+        if isinstance(case, Case):
+            if not phases:
+                from .variants.registry import VARIANTS
+
+                phases = {name: spec.phases for name, spec in VARIANTS.items()}
+            item.stash[BUILD_PHASES] = phases[case.variant]
+    if phases:
+        items.sort(key=lambda item: -item.stash.get(BUILD_PHASES, 0))
+
+
+def _check_markers(items: list[pytest.Item]) -> None:
     """Check marker arguments at collection: a typo is a usage error, not 50 failures."""
     if not any(item.get_closest_marker(m) for item in items
                for m in ("edgeopt_variants", "edgeopt_budget", "edgeopt_options")):

@@ -58,7 +58,10 @@ class VariantSpec:
     ``kinds``: the model kinds it can be built from (:data:`pytest_edgeopt.model.KINDS`);
     ``needs``: ``ModelUnderTest`` fields it requires; ``trains``: it fine-tunes Keras layers;
     ``knobs``: the options that shape it; ``builder``: ``"module:function"`` taking a
-    :class:`BuildContext` and returning the ``.tflite`` bytes.
+    :class:`BuildContext` and returning the ``.tflite`` bytes; ``phases``: the fine-tuning
+    phases a cold build runs (pruning, clustering, QAT: each ``finetune_epochs`` of
+    training), its rough build cost, by which pytest-xdist runs hand out the costliest
+    builds first.
     """
 
     name: str
@@ -69,6 +72,7 @@ class VariantSpec:
     needs: tuple[str, ...] = ()
     knobs: tuple[str, ...] = ()
     trains: bool = False
+    phases: int = 0
 
     def build_function(self) -> Callable[["BuildContext"], bytes]:
         module, func = self.builder.split(":")
@@ -97,21 +101,21 @@ VARIANTS: dict[str, VariantSpec] = {
         _v("int8_full", "ptq", "integer-only ops, int8 input/output", _CONVERTIBLE, ".ptq:build_int8_full", needs=_REP, knobs=_SEL),
         _v("int16x8", "ptq", "int16 activations, int8 weights", _CONVERTIBLE, ".ptq:build_int16x8", needs=_REP, knobs=_CAL),
         _v("qat_int8", "tfmot", "quantization-aware training, int8", _KERAS2, ".tfmot:build_qat_int8",
-           needs=("train_data",), knobs=_TRAIN, trains=True),
+           needs=("train_data",), knobs=_TRAIN, trains=True, phases=1),
         _v("pruned", "tfmot", "magnitude pruning, float32", _KERAS2, ".tfmot:build_pruned",
-           needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True),
+           needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True, phases=1),
         _v("pruned_int8", "tfmot", "magnitude pruning, then int8 PTQ", _KERAS2, ".tfmot:build_pruned_int8",
-           needs=("train_data",) + _REP, knobs=("sparsity",) + _TRAIN + _CAL, trains=True),
+           needs=("train_data",) + _REP, knobs=("sparsity",) + _TRAIN + _CAL, trains=True, phases=1),
         _v("clustered", "tfmot", "weight clustering, float32", _KERAS2, ".tfmot:build_clustered",
-           needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True),
+           needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True, phases=1),
         _v("clustered_int8", "tfmot", "weight clustering, then int8 PTQ", _KERAS2, ".tfmot:build_clustered_int8",
-           needs=("train_data",) + _REP, knobs=("clusters",) + _TRAIN + _CAL, trains=True),
+           needs=("train_data",) + _REP, knobs=("clusters",) + _TRAIN + _CAL, trains=True, phases=1),
         _v("pqat_int8", "tfmot", "pruning-preserving QAT, int8", _KERAS2, ".tfmot:build_pqat_int8",
-           needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True),
+           needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True, phases=2),
         _v("cqat_int8", "tfmot", "cluster-preserving QAT, int8", _KERAS2, ".tfmot:build_cqat_int8",
-           needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True),
+           needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True, phases=2),
         _v("pcqat_int8", "tfmot", "sparsity- and cluster-preserving QAT, int8", _KERAS2, ".tfmot:build_pcqat_int8",
-           needs=("train_data",), knobs=("sparsity", "clusters") + _TRAIN, trains=True),
+           needs=("train_data",), knobs=("sparsity", "clusters") + _TRAIN, trains=True, phases=3),
         _v("aeq_dynamic_wi8", "aeq", "AI Edge Quantizer: dynamic, int8 weights", _ALL, ".aeq:build_dynamic_wi8"),
         _v("aeq_weight_only_wi8", "aeq", "AI Edge Quantizer: int8 weights only", _ALL, ".aeq:build_weight_only_wi8"),
         _v("aeq_static_a8w8", "aeq", "AI Edge Quantizer: static int8 activations and weights", _ALL,

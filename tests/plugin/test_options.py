@@ -257,3 +257,31 @@ def test_a_run_without_edgeopt_items_loads_only_the_plugin_and_the_names(pyteste
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES="))
     assert json.loads(line.removeprefix("MODULES=")) == [
         "pytest_edgeopt", "pytest_edgeopt.hookspec", "pytest_edgeopt.names", "pytest_edgeopt.plugin"]
+
+
+ORDER_TEST = """
+    import os, pytest
+
+    @pytest.mark.edgeopt_variants("fp32", "float16", "pruned", "pcqat_int8", "cqat_int8", "int8")
+    def test_v(edgeopt_case):
+        with open("order.txt", "a") as f:
+            f.write(edgeopt_case.variant + "\\n")
+
+    def test_plain():
+        with open("order.txt", "a") as f:
+            f.write("plain\\n")
+"""
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("-n", "1"), ["pcqat_int8", "cqat_int8", "pruned", "fp32", "float16", "int8", "plain"]),
+    (("-n", "1", "--dist", "loadfile"), ["fp32", "float16", "pruned", "pcqat_int8", "cqat_int8", "int8", "plain"]),
+    ((), ["fp32", "float16", "pruned", "pcqat_int8", "cqat_int8", "int8", "plain"]),
+], ids=["xdist-load", "xdist-loadfile", "serial"])
+def test_xdist_load_hands_out_the_longest_builds_first(pytester: pytest.Pytester, args: tuple[str, ...],
+                                                        expected: list[str]) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_order=ORDER_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
+    result.assert_outcomes(passed=7)
+    assert (pytester.path / "order.txt").read_text().split() == expected
