@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -63,9 +64,26 @@ def _tool_versions() -> tuple[tuple[str, str | None], ...]:
 
 
 def key_of(material: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``material`` (sorted keys)."""
-    blob = json.dumps({"format": CACHE_FORMAT, **material}, sort_keys=True, default=str).encode()
+    """sha256 of the canonical JSON of ``material`` (sorted keys; values JSON lacks, such as
+    a Keras loss object given as the ``loss`` knob, by :func:`stable_form`)."""
+    blob = json.dumps({"format": CACHE_FORMAT, **material}, sort_keys=True, default=stable_form).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def stable_form(value: Any) -> Any:
+    """What stands for ``value`` in a cache key: the same in every process for equal values.
+    An object with ``get_config()`` (a Keras loss) is its class and config, a function or
+    class its qualified name; anything else its ``str()`` without memory addresses (which
+    differ every run, so a key holding one would never be found again)."""
+    get_config = getattr(value, "get_config", None)
+    if callable(get_config) and not isinstance(value, type):
+        try:
+            return {"class": f"{type(value).__module__}.{type(value).__qualname__}", "config": get_config()}
+        except Exception:  # a config that needs arguments or fails: fall back to the name
+            pass
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', None)}.{value.__qualname__}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", str(value))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -123,3 +123,31 @@ def test_concurrent_processes_build_once(tmp_path: Path) -> None:
     assert counter.read_text().count("built") == 1
     meta = json.loads(next((tmp_path / "cache").rglob("meta.json")).read_text())
     assert meta["size_bytes"] == len(b"shared-variant")
+
+
+class _Loss:
+    """Stands in for a Keras loss object: equal configs are equal losses."""
+
+    def __init__(self, from_logits: bool = False) -> None:
+        self.from_logits = from_logits
+
+    def get_config(self) -> dict:
+        return {"from_logits": self.from_logits, "reduction": "sum_over_batch_size"}
+
+
+def _named_loss(y_true, y_pred):  # noqa: ANN001
+    return 0.0
+
+
+def test_a_loss_object_keys_by_its_config_not_its_address() -> None:
+    """str() of an object embeds its address: keyed by it, a run never found what the last built."""
+    from pytest_edgeopt.cache import key_of
+
+    def material(loss: object) -> dict:
+        return {"model": "m", "recipe": {"variant": "qat_int8", "loss": loss}}
+
+    assert key_of(material(_Loss())) == key_of(material(_Loss()))
+    assert key_of(material(_Loss())) != key_of(material(_Loss(from_logits=True)))
+    assert key_of(material(_named_loss)) == key_of(material(_named_loss))
+    assert key_of(material(_named_loss)) != key_of(material(_Loss()))
+    assert key_of(material(object())) == key_of(material(object()))
