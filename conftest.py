@@ -55,8 +55,9 @@ def adb_server():
     """A real adb server (the adbutils wheel's adb) on a free port with a temporary HOME,
     killed at teardown (checked)."""
     from pytest_edgeopt.adb_server import AdbServer
+    from tests.adb_helpers import bundled_adb
 
-    server = AdbServer().start()
+    server = AdbServer(adb=bundled_adb()).start()  # the same adb everywhere, whatever is on PATH
     try:
         yield server
     finally:

@@ -41,10 +41,14 @@ TWO_VARIANTS = """
 
 @pytest.fixture(scope="module")
 def host_b():
-    """A second real adb server: the phones "on the other host"."""
+    """A second real adb server: the phones "on the other host". It runs another adb build
+    where one is installed (Debian's adb 29 on PATH; ``.ci/run`` installs it), as two farm
+    hosts often do: the whole path (push, benchmark_model, pull, accuracy) then goes through
+    both builds."""
     from pytest_edgeopt.adb_server import AdbServer
+    from tests.adb_helpers import bundled_adb, system_adb
 
-    server = AdbServer().start()
+    server = AdbServer(adb=system_adb() or bundled_adb()).start()
     yield server
     server.stop()
 
