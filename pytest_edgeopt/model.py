@@ -87,7 +87,10 @@ def fingerprint_arrays(*arrays: Any) -> str:
 
 
 def fingerprint_keras(model: Any) -> str:
-    """sha256 of a Keras model's architecture (JSON config) and weights."""
+    """sha256 of a Keras model's architecture (JSON config), weights and compiled loss (the
+    fine-tuning variants train with it when the ``loss`` knob is not set)."""
+    from .cache import stable_form
+
     h = hashlib.sha256()
     h.update(type(model).__module__.encode())
     try:
@@ -95,6 +98,9 @@ def fingerprint_keras(model: Any) -> str:
     except Exception:  # subclassed models have no JSON config; the weights still identify them
         h.update(type(model).__qualname__.encode())
     h.update(fingerprint_arrays([np.asarray(w) for w in model.get_weights()]).encode())
+    loss = getattr(model, "loss", None)
+    if loss:
+        h.update(json.dumps(stable_form(loss), sort_keys=True, default=stable_form).encode())
     return h.hexdigest()
 
 

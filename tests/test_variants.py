@@ -657,3 +657,22 @@ def test_report_table(built: dict[str, Built], digits: Digits) -> None:
             continue
         print(f"{name:20} {len(b.data):8d} {gzip_size(b.data):8d} {len(b.data) / len(fp32):7.3f} "
               f"{accuracy(b.data, digits.x_test, digits.y_test):8.2f} {b.seconds:8.2f}")
+
+
+def test_an_in_memory_models_fingerprint_holds_its_compiled_loss(keras: Any) -> None:
+    """Fine-tuning trains with the compiled loss when the loss knob is not set: a model
+    compiled with another loss must not reuse the variants built with the first."""
+    from pytest_edgeopt.model import fingerprint_keras
+
+    def compiled(loss: Any) -> Any:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.layers.Input((4,), name="x"), keras.layers.Dense(3, name="d")], name="m")
+        if loss is not None:
+            model.compile(loss=loss)
+        return model
+
+    sparse = fingerprint_keras(compiled(keras.losses.SparseCategoricalCrossentropy(from_logits=True)))
+    assert sparse == fingerprint_keras(compiled(keras.losses.SparseCategoricalCrossentropy(from_logits=True)))
+    assert sparse != fingerprint_keras(compiled(keras.losses.SparseCategoricalCrossentropy()))
+    assert sparse != fingerprint_keras(compiled("mse"))
+    assert fingerprint_keras(compiled(None)) not in (sparse, fingerprint_keras(compiled("mse")))
