@@ -3,6 +3,12 @@
 Being at the repository root, this file puts the root on ``sys.path`` (pytest's default
 "prepend" import mode), so tests and examples import ``fixtures`` and ``devices``.
 Shared fixtures live here; none of them imports tensorflow until a test needs it.
+
+numpy is imported here, in the outer session: in-process pytester runs restore
+``sys.modules`` afterwards, so a module first imported inside one run is imported again by
+the next, and numpy's extension refuses to load twice in a process. The plugin no longer
+imports numpy at start-up, so without this a test module whose first pytester run imports
+``pytest_edgeopt.model`` breaks the next run (tests/plugin/test_options.py run alone).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy  # noqa: F401 (see below)
 import pytest
 
 from tests.edgetpu_helpers import STUB_DIR as EDGETPU_STUB_DIR, load_edgetpu_stub

@@ -46,7 +46,6 @@ COMPARISON = pytest.StashKey[Any]()
 SAVED = pytest.StashKey["Path | None"]()
 FARM = pytest.StashKey["Inventory | None"]()
 BY_DEVICE = pytest.StashKey[bool]()
-BUILD_PHASES = pytest.StashKey[int]()
 
 MARKERS = (
     "cpu: run the item's variants on the host CPU (LiteRT interpreter)",
@@ -647,17 +646,13 @@ def _costliest_builds_first(items: list[pytest.Item]) -> None:
     longest-first rule for balancing jobs over workers. Every worker sorts its collection
     the same way (the controller requires identical collections); the sort is stable, so
     the other items keep their order, and a serial run keeps the collection order."""
-    phases = {}
-    for item in items:
-        case = getattr(getattr(item, "callspec", None), "params", {}).get("edgeopt_case")
-        if isinstance(case, Case):
-            if not phases:
-                from .variants.registry import VARIANTS
+    from .variants.registry import VARIANTS
 
-                phases = {name: spec.phases for name, spec in VARIANTS.items()}
-            item.stash[BUILD_PHASES] = phases[case.variant]
-    if phases:
-        items.sort(key=lambda item: -item.stash.get(BUILD_PHASES, 0))
+    def phases(item: pytest.Item) -> int:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("edgeopt_case")
+        return VARIANTS[case.variant].phases if isinstance(case, Case) else 0
+
+    items.sort(key=lambda item: -phases(item))
 
 
 def _check_markers(items: list[pytest.Item]) -> None:
