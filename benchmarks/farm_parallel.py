@@ -112,7 +112,7 @@ def main() -> None:
     from devices.benchmark_model_standin import write_standin
     from devices.emulated_device import EmulatedDevice
     from fixtures.digits import digits_model_path
-    from pytest_edgeopt.adb_server import AdbServer
+    from pytest_edgeopt.targets.android.server import AdbServer
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-farm-bench-") as tmp_name:
         tmp = Path(tmp_name)

@@ -16,7 +16,7 @@ Replay, for every ordered pair (baseline run, current run) of distinct recorded 
 - slowed: the current run with every sample multiplied by ``--slowdown`` (1.10) -> every
   measurement should be reported.
 
-Each comparison is :func:`pytest_edgeopt.compare.compare_runs` with ``latency:TOL%``, the
+Each comparison is :func:`pytest_edgeopt.runs.gate.compare_runs` with ``latency:TOL%``, the
 between-run noise estimated (as the plugin does from saved runs) from the other recorded
 runs, and ``judge_identical=True`` (all recorded runs share the same cached model files,
 which the gate would otherwise rightly decline to judge). The replay stores block medians
@@ -25,7 +25,7 @@ ratio is the median of the block medians instead of the raw median (0.2% apart o
 
 Then, live on this machine (``--no-ab`` skips it; about 5 minutes), the A/B
 re-measurement the plugin uses to settle latency verdicts when both model files exist
-(:func:`pytest_edgeopt.compare.ab_latency`): ``--ab-trials`` trials on each of
+(:func:`pytest_edgeopt.runs.gate.ab_latency`): ``--ab-trials`` trials on each of
 ``--ab-models`` variant files from the cache, each file timed against itself (false alarm
 if called slower) and the same windows with one side's samples times ``--slowdown``.
 
@@ -54,9 +54,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_edgeopt.cache import atomic_write_json  # noqa: E402
-from pytest_edgeopt.compare import BLOCKS, block_medians, compare_runs, estimate_noise, observations  # noqa: E402
-from pytest_edgeopt.store import machine  # noqa: E402
+from pytest_edgeopt.variants.cache import atomic_write_json  # noqa: E402
+from pytest_edgeopt.runs.gate import BLOCKS, block_medians, compare_runs, estimate_noise, observations  # noqa: E402
+from pytest_edgeopt.runs.store import machine  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data" / "gate_trust_runs.json"
 SUITE = ["examples/digits", "-p", "no:cacheprovider", "-q"]
@@ -202,7 +202,7 @@ def ab_live(models: list[Path], trials: int, tol: float, slowdown: float, alpha:
     """A/B trials on this machine, now: each trial re-measures one file against itself
     (false alarm if called a regression) and the same windows with the current side's
     samples times ``slowdown`` (detection)."""
-    from pytest_edgeopt.compare import Tolerance, ab_latency, latency_exceeds
+    from pytest_edgeopt.runs.gate import Tolerance, ab_latency, latency_exceeds
     from pytest_edgeopt.targets.base import LatencySettings
     from pytest_edgeopt.targets.cpu import CpuTarget
 

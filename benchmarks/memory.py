@@ -56,8 +56,8 @@ if side == "bare":
     from pytest_edgeopt.variants.tfenv import import_keras, import_tf, import_tfmot
     tf, keras, tfmot = import_tf(), import_keras(), import_tfmot()
 else:
-    from pytest_edgeopt.builder import Builder
-    from pytest_edgeopt.cache import VariantCache
+    from pytest_edgeopt.variants.builder import Builder
+    from pytest_edgeopt.variants.cache import VariantCache
     from pytest_edgeopt.model import ModelUnderTest
 for i in range(builds):
     if side == "bare":  # tfmot's QAT guide, as a user writes it

@@ -83,8 +83,8 @@ def model_path(width: float, epochs: int) -> Path:
 
 def run_width(path: Path, cache: Path, variants, settings) -> list[dict]:
     from fixtures.digits import digits_data, representative_batches
-    from pytest_edgeopt.builder import Builder
-    from pytest_edgeopt.cache import VariantCache
+    from pytest_edgeopt.variants.builder import Builder
+    from pytest_edgeopt.variants.cache import VariantCache
     from pytest_edgeopt.measure import observe
     from pytest_edgeopt.model import ModelUnderTest
     from pytest_edgeopt.targets.cpu import CpuTarget

@@ -13,16 +13,16 @@ from typing import Any
 _LAZY = {
     "ModelUnderTest": ".model",
     "Measurement": ".measurement",
-    "BudgetExceeded": ".budgets",
-    "BudgetError": ".budgets",
-    "BuiltVariant": ".builder",
+    "BudgetExceeded": ".budgets.rules",
+    "BudgetError": ".budgets.rules",
+    "BuiltVariant": ".variants.builder",
     "LatencyStats": ".results",
     "Observation": ".results",
     "VARIANTS": ".variants.registry",
-    "load_runs": ".frame",
-    "recommend": ".recommend",
-    "analyze_edgetpu": (".edgetpu_compat", "analyze"),
-    "edgetpu_op_fraction": ".edgetpu_compat",
+    "load_runs": ".runs.frame",
+    "recommend": ".runs.recommend",
+    "analyze_edgetpu": (".targets.edgetpu.compat", "analyze"),
+    "edgetpu_op_fraction": ".targets.edgetpu.compat",
 }
 
 __all__ = list(_LAZY)

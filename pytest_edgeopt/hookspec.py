@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .targets.base import Device, Discovery, Target
+    from pytest_edgeopt.targets.base import Device, Discovery, Target
 
 
 @pytest.hookspec(firstresult=True)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import budgets as _budgets
-from .results import Accuracy, LatencyStats, Observation
+from pytest_edgeopt.budgets import rules as _budgets
+from pytest_edgeopt.results import Accuracy, LatencyStats, Observation
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ class Measurement:
             return float(analysis["edgetpu_op_fraction"])
         if self.model_path is None:
             return None
-        from .edgetpu_compat import edgetpu_op_fraction
+        from pytest_edgeopt.targets.edgetpu.compat import edgetpu_op_fraction
 
         return edgetpu_op_fraction(self.model_path)
 
@@ -138,10 +138,10 @@ class Measurement:
         return found
 
     def check(self, **budgets: Any) -> "Measurement":
-        """Assert the budgets (keywords: :data:`pytest_edgeopt.budgets.RULES`).
+        """Assert the budgets (keywords: :data:`pytest_edgeopt.budgets.rules.RULES`).
 
-        Raises :class:`~pytest_edgeopt.budgets.BudgetExceeded` listing every budget
-        missed, or :class:`~pytest_edgeopt.budgets.BudgetError` for a malformed one.
+        Raises :class:`~pytest_edgeopt.budgets.rules.BudgetExceeded` listing every budget
+        missed, or :class:`~pytest_edgeopt.budgets.rules.BudgetError` for a malformed one.
         """
         __tracebackhide__ = True
         found = self.violations(**budgets)

@@ -89,7 +89,7 @@ def fingerprint_arrays(*arrays: Any) -> str:
 def fingerprint_keras(model: Any) -> str:
     """sha256 of a Keras model's architecture (JSON config), weights and compiled loss (the
     fine-tuning variants train with it when the ``loss`` knob is not set)."""
-    from .cache import stable_form
+    from pytest_edgeopt.variants.cache import stable_form
 
     h = hashlib.sha256()
     h.update(type(model).__module__.encode())

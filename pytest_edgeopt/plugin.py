@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 import pytest
 
-from .names import TARGET_NAMES, VARIANT_NAMES
+from pytest_edgeopt.names import TARGET_NAMES, VARIANT_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .builder import BuiltVariant
-    from .farm import Inventory
-    from .measurement import Measurement
-    from .model import ModelUnderTest
-    from .outputs import Gate, OutputSettings
-    from .session import EdgeoptSession
-    from .settings import Settings
-    from .targets.base import Device, Discovery
+    from pytest_edgeopt.variants.builder import BuiltVariant
+    from pytest_edgeopt.farm.inventory import Inventory
+    from pytest_edgeopt.measurement import Measurement
+    from pytest_edgeopt.model import ModelUnderTest
+    from pytest_edgeopt.runs.outputs import Gate, OutputSettings
+    from pytest_edgeopt.session import EdgeoptSession
+    from pytest_edgeopt.settings import Settings
+    from pytest_edgeopt.targets.base import Device, Discovery
 
 SETTINGS = pytest.StashKey["Settings"]()
 SESSION = pytest.StashKey["EdgeoptSession"]()
@@ -172,16 +172,16 @@ _SETTINGS = (
 
 def _adb_address(value: str) -> str:
     """``HOST:PORT`` normalised (``[V6]:PORT`` for IPv6)."""
-    from .adb_server import parse_adb_address
+    from pytest_edgeopt.targets.android.server import parse_adb_address
 
     host, port = parse_adb_address(value)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-parse_edgetpu_device = _validated(".targets.edgetpu", "parse_device")
+parse_edgetpu_device = _validated(".targets.edgetpu.target", "parse_device")
 parse_adb = _validated(".plugin", "_adb_address")
-parse_serial = _validated(".targets.android", "validate_serial")
-parse_affinity = _validated(".targets.android", "validate_affinity_mask")
+parse_serial = _validated(".targets.android.target", "validate_serial")
+parse_affinity = _validated(".targets.android.target", "validate_affinity_mask")
 
 
 # Target options: (option, ini name, converter, repeatable, default, help). The ini twin of a
@@ -233,7 +233,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    from .farm import device_group
+    from pytest_edgeopt.farm.inventory import device_group
 
     farm = config.stash[FARM]
 
@@ -245,7 +245,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from . import hookspec
+    from pytest_edgeopt import hookspec
 
     pluginmanager.add_hookspecs(hookspec)
 
@@ -267,7 +267,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                         action="append" if repeat else "store")
         parser.addini(ini, f"{help_text} [ini twin of {opt}]", type="args" if repeat else "string",
                       default=[] if repeat else None)
-    group.addoption("--edgeopt-save", dest="edgeopt_save", metavar="NAME", type=_validated(".store", "validate_name"),
+    group.addoption("--edgeopt-save", dest="edgeopt_save", metavar="NAME", type=_validated(".runs.store", "validate_name"),
                     help="Save this run under NAME in the storage directory (one file per run)")
     parser.addini("edgeopt_save", "Save every run under this name [ini twin of --edgeopt-save]", default=None)
     group.addoption("--edgeopt-autosave", dest="edgeopt_autosave", action="store_true", default=None,
@@ -283,7 +283,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=None, help="Compare with a saved run (default: the last one) and gate on regressions")
     parser.addini("edgeopt_compare", "Baseline run to compare with [ini twin of --edgeopt-compare]", default=None)
     group.addoption("--edgeopt-compare-fail", dest="edgeopt_compare_fail", metavar="EXPR", action="append",
-                    default=None, type=_validated(".compare", "parse_tolerance"),
+                    default=None, type=_validated(".runs.gate", "parse_tolerance"),
                     help="Fail on a regression beyond a tolerance (repeatable): latency:5%%, size:1%%, "
                          "compressed_size:1%%, accuracy:0.5pt")
     parser.addini("edgeopt_compare_fail", "Regression tolerances [ini twin of --edgeopt-compare-fail]",
@@ -335,9 +335,9 @@ def _farm_path(config: pytest.Config) -> Path | None:
 
 
 def settings_from_config(config: pytest.Config) -> Settings:
-    from .health import HealthPolicy
-    from .settings import Settings
-    from .targets.base import LatencySettings
+    from pytest_edgeopt.farm.health import HealthPolicy
+    from pytest_edgeopt.settings import Settings
+    from pytest_edgeopt.targets.base import LatencySettings
 
     cache = _setting(config, "edgeopt_cache_dir")
     json_path = _setting(config, "edgeopt_json")
@@ -376,7 +376,7 @@ _OUTPUT_OPTIONS = ("edgeopt_save", "edgeopt_autosave", "edgeopt_csv", "edgeopt_c
 
 def output_settings(config: pytest.Config) -> OutputSettings | None:
     """What the session leaves behind besides the JSON; ``None`` when nothing is asked for
-    (most runs: then :mod:`pytest_edgeopt.outputs` is not even imported)."""
+    (most runs: then :mod:`pytest_edgeopt.runs.outputs` is not even imported)."""
 
     def opt(name: str) -> Any:
         value = config.getoption(name)
@@ -388,7 +388,7 @@ def output_settings(config: pytest.Config) -> OutputSettings | None:
     html = _setting(config, "edgeopt_html")
     if not html and not any(opt(name) for name in _OUTPUT_OPTIONS):
         return None
-    from .outputs import OutputSettings
+    from pytest_edgeopt.runs.outputs import OutputSettings
 
     storage = opt("edgeopt_storage")
     return OutputSettings(
@@ -429,7 +429,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[FARM] = None
     farm = _farm_path(config)
     if farm is not None:
-        from .farm import InventoryError, load_inventory
+        from pytest_edgeopt.farm.inventory import InventoryError, load_inventory
 
         try:
             config.stash[FARM] = load_inventory(farm)
@@ -437,7 +437,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"pytest-edgeopt: --edgeopt-farm: {exc}") from None
     outputs = config.stash[OUTPUTS] = output_settings(config)
     if outputs is not None and not _is_xdist_worker(config):
-        from .outputs import prepare
+        from pytest_edgeopt.runs.outputs import prepare
 
         try:
             config.stash[GATE] = prepare(outputs)
@@ -460,7 +460,7 @@ def _edge(config: pytest.Config) -> EdgeoptSession:
     imports the builder, the targets and numpy)."""
     edge = config.stash.get(SESSION, None)
     if edge is None:
-        from .session import EdgeoptSession
+        from pytest_edgeopt.session import EdgeoptSession
 
         edge = config.stash[SESSION] = EdgeoptSession(
             _settings(config),
@@ -471,7 +471,7 @@ def _edge(config: pytest.Config) -> EdgeoptSession:
 
 
 def _make_target(config: pytest.Config, name: str, device: Device):
-    from .targets.base import TargetUnavailable
+    from pytest_edgeopt.targets.base import TargetUnavailable
 
     target = config.hook.pytest_edgeopt_make_target(config=config, name=name, device=device)
     if target is None:
@@ -482,13 +482,13 @@ def _make_target(config: pytest.Config, name: str, device: Device):
 # -- built-in targets, through the same hooks a conftest can implement ------------------------
 @pytest.hookimpl(trylast=True)
 def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | None:
-    from .targets.base import HOST, Discovery
+    from pytest_edgeopt.targets.base import HOST, Discovery
 
     options = _settings(config).target_options
     farm = config.stash[FARM]
     if target == "cpu":
         if farm is not None:
-            from .farm import cpu_devices
+            from pytest_edgeopt.farm.inventory import cpu_devices
 
             return cpu_devices(farm)
         return Discovery((HOST,))
@@ -496,21 +496,21 @@ def pytest_edgeopt_discover(config: pytest.Config, target: str) -> Discovery | N
         found = config.stash[DISCOVERED].get("android")
         if found is None:  # one discovery serves both Android targets
             if farm is not None:
-                from .farm import android_devices
+                from pytest_edgeopt.farm.inventory import android_devices
 
                 found = android_devices(farm)
             else:
-                from .targets.android import discover_android
+                from pytest_edgeopt.targets.android.target import discover_android
 
                 found = discover_android(options["adb"], options["serial"])
             config.stash[DISCOVERED]["android"] = found
         return found
     if target == "edgetpu":
         if farm is not None:
-            from .farm import edgetpu_devices
+            from pytest_edgeopt.farm.inventory import edgetpu_devices
 
             return edgetpu_devices(farm, library=options["edgetpu_library"])
-        from .targets.edgetpu import discover_edgetpu
+        from pytest_edgeopt.targets.edgetpu.target import discover_edgetpu
 
         return discover_edgetpu(options["edgetpu"], library=options["edgetpu_library"])
     return None
@@ -523,12 +523,12 @@ def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device)
     # An inventory's per-device settings (Device.details) win over the run's options.
     details = device.details
     if name == "cpu":
-        from .targets.cpu import CpuTarget
+        from pytest_edgeopt.targets.cpu import CpuTarget
 
         return CpuTarget(name, device, threads=details.get("threads") or settings.latency.threads)
     if name in ("android_gpu", "android_cpu"):
-        from .targets.android import AndroidTarget
-        from .targets.base import TargetUnavailable
+        from pytest_edgeopt.targets.android.target import AndroidTarget
+        from pytest_edgeopt.targets.base import TargetUnavailable
 
         binary = details.get("benchmark_model") or options["benchmark_model"]
         if not binary:
@@ -543,7 +543,7 @@ def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device)
                              affinity_mask=details.get("affinity") or options["affinity"],
                              step_timeout_s=options["step_timeout"], repeats=options["android_repeats"])
     if name == "edgetpu":
-        from .targets.edgetpu import EdgeTpuTarget
+        from pytest_edgeopt.targets.edgetpu.target import EdgeTpuTarget
 
         return EdgeTpuTarget(device, name=name, library=options["edgetpu_library"],
                              compiler=details.get("compiler") or options["edgetpu_compiler"],
@@ -554,7 +554,7 @@ def pytest_edgeopt_make_target(config: pytest.Config, name: str, device: Device)
 def _discover(config: pytest.Config, target: str) -> Discovery:
     cache = config.stash[DISCOVERED]
     if target not in cache:
-        from .targets.base import Discovery
+        from pytest_edgeopt.targets.base import Discovery
 
         found = config.hook.pytest_edgeopt_discover(config=config, target=target)
         cache[target] = found if found is not None else Discovery((), missing=f"no plugin discovers {target!r} devices")
@@ -646,7 +646,7 @@ def _costliest_builds_first(items: list[pytest.Item]) -> None:
     longest-first rule for balancing jobs over workers. Every worker sorts its collection
     the same way (the controller requires identical collections); the sort is stable, so
     the other items keep their order, and a serial run keeps the collection order."""
-    from .variants.registry import VARIANTS
+    from pytest_edgeopt.variants.registry import VARIANTS
 
     def phases(item: pytest.Item) -> int:
         case = getattr(getattr(item, "callspec", None), "params", {}).get("edgeopt_case")
@@ -660,8 +660,8 @@ def _check_markers(items: list[pytest.Item]) -> None:
     if not any(item.get_closest_marker(m) for item in items
                for m in ("edgeopt_variants", "edgeopt_budget", "edgeopt_options")):
         return
-    from .budgets import BudgetError, validate as validate_budgets
-    from .variants.registry import check_options
+    from pytest_edgeopt.budgets.rules import BudgetError, validate as validate_budgets
+    from pytest_edgeopt.variants.registry import check_options
 
     problems: list[str] = []
     for item in items:
@@ -700,7 +700,7 @@ class BudgetFileModule(pytest.Module):
     (same fixtures, ids, measurements and JSON as budgets written in Python)."""
 
     def _getobj(self):
-        from .budget_file import BudgetFileError, parse
+        from pytest_edgeopt.budgets.file import BudgetFileError, parse
 
         try:
             parsed = parse(self.path)
@@ -714,14 +714,14 @@ class BudgetFileModule(pytest.Module):
 def _budget_module(parsed: Any, root: Path) -> Any:
     import types
 
-    from .budget_file import BudgetFileError
+    from pytest_edgeopt.budgets.file import BudgetFileError
 
     module = types.ModuleType(f"edgeopt_budgets_{abs(hash(str(parsed.path)))}")
     module.__file__ = str(parsed.path)
 
     @pytest.fixture(scope="session", name="edgeopt_model")
     def _model_from_file() -> ModelUnderTest:
-        from .model import ModelError
+        from pytest_edgeopt.model import ModelError
 
         try:
             return parsed.model_under_test(root)
@@ -806,7 +806,7 @@ def edgeopt_session(request: pytest.FixtureRequest) -> EdgeoptSession:
 
 
 def _model(request: pytest.FixtureRequest) -> ModelUnderTest:
-    from .model import ModelUnderTest
+    from pytest_edgeopt.model import ModelUnderTest
 
     mut = request.getfixturevalue("edgeopt_model")
     if not isinstance(mut, ModelUnderTest):
@@ -836,8 +836,8 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
     if edgeopt_case is None:
         pytest.fail("pytest-edgeopt: optimized_model is parametrized by pytest-edgeopt; this item has no variant",
                     pytrace=False)
-    from .model import ModelError
-    from .variants.registry import VariantBuildError, VariantUnavailable
+    from pytest_edgeopt.model import ModelError
+    from pytest_edgeopt.variants.registry import VariantBuildError, VariantUnavailable
 
     mut = _model(request)
     session = _edge(request.config)
@@ -861,9 +861,9 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
     """The item's variant measured on the item's target, against fp32 on the same target."""
     case = edgeopt_case
     assert case is not None and case.target is not None
-    from .model import ModelError
-    from .targets.base import ModelIncompatible, TargetError, TargetUnavailable
-    from .variants.registry import VariantBuildError, VariantUnavailable
+    from pytest_edgeopt.model import ModelError
+    from pytest_edgeopt.targets.base import ModelIncompatible, TargetError, TargetUnavailable
+    from pytest_edgeopt.variants.registry import VariantBuildError, VariantUnavailable
 
     session = _edge(request.config)
     required = case.target in session.settings.require
@@ -921,7 +921,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         elif rep.failed:
             crash = getattr(rep.longrepr, "reprcrash", None)
             reason = crash.message if crash is not None else str(rep.longrepr)
-            for prefix in ("pytest_edgeopt.budgets.BudgetExceeded: ", "Failed: "):
+            for prefix in ("pytest_edgeopt.budgets.rules.BudgetExceeded: ", "Failed: "):
                 reason = reason.removeprefix(prefix)
         builder = _edge(item.config).builder
         # A plain dict: it travels from xdist workers to the controller with the report.
@@ -959,7 +959,7 @@ class _Recorder:
         return Path(self.config.invocation_params.dir) / path
 
     def document(self) -> dict:
-        from . import report
+        from pytest_edgeopt.runs import terminal as report
 
         return report.document(self.records, _settings(self.config).to_dict())
 
@@ -968,7 +968,7 @@ class _Recorder:
         if _is_xdist_worker(self.config) or not _setting(self.config, "edgeopt_json"):
             return
         json_path = self.path(_settings(self.config).json_path)
-        from . import report
+        from pytest_edgeopt.runs import terminal as report
 
         start = time.monotonic()
         report.write_json(json_path, doc if doc is not None else self.document())
@@ -1000,7 +1000,7 @@ def _finish(session: pytest.Session) -> None:
     if settings is None:
         recorder.save()
         return
-    from . import outputs
+    from pytest_edgeopt.runs import outputs
 
     gate = config.stash.get(GATE, None)
     doc = recorder.document()
@@ -1013,7 +1013,7 @@ def _finish(session: pytest.Session) -> None:
         if done.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if settings.html is not None and doc["measurements"]:
-        from .html_report import write_html
+        from pytest_edgeopt.runs.html import write_html
 
         write_html(settings.html, doc, outputs.history(settings))
 
@@ -1023,7 +1023,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     if not config.stash.get(RECORDS, None):
         return
-    from . import report
+    from pytest_edgeopt.runs import terminal as report
 
     comparison = config.stash.get(COMPARISON, None)
     lines = report.table_lines(config.stash[RECORDS], comparison)
@@ -1032,7 +1032,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("edgeopt summary")
     for line in lines:
         terminalreporter.write_line(line)
-    from .recommend import recommendation_lines
+    from pytest_edgeopt.runs.recommend import recommendation_lines
 
     advice = recommendation_lines(config.stash[RECORDS])
     if advice:

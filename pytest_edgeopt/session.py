@@ -7,17 +7,17 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-from .builder import Builder, BuiltVariant
-from .cache import VariantCache
-from .health import HealthMonitor
-from .lease import DeviceLeases
-from .measure import observe
-from .measurement import Measurement
-from .model import ModelUnderTest
-from .results import Observation
-from .settings import Settings
-from .targets.base import HOST, Device, ModelIncompatible, Target
-from .variants.registry import BASELINE
+from pytest_edgeopt.variants.builder import Builder, BuiltVariant
+from pytest_edgeopt.variants.cache import VariantCache
+from pytest_edgeopt.farm.health import HealthMonitor
+from pytest_edgeopt.farm.lease import DeviceLeases
+from pytest_edgeopt.measure import observe
+from pytest_edgeopt.measurement import Measurement
+from pytest_edgeopt.model import ModelUnderTest
+from pytest_edgeopt.results import Observation
+from pytest_edgeopt.settings import Settings
+from pytest_edgeopt.targets.base import HOST, Device, ModelIncompatible, Target
+from pytest_edgeopt.variants.registry import BASELINE
 
 
 class EdgeoptSession:
@@ -25,9 +25,9 @@ class EdgeoptSession:
 
     ``make_target(name, device)`` creates a Target (the plugin routes it to the
     ``pytest_edgeopt_make_target`` hook); targets are closed by :meth:`close`. Each
-    measurement on a device holds the device's lease (:mod:`pytest_edgeopt.lease`: one
+    measurement on a device holds the device's lease (:mod:`pytest_edgeopt.farm.lease`: one
     measurement at a time per device across processes) and starts with a health check
-    (:mod:`pytest_edgeopt.health`); building never holds a lease.
+    (:mod:`pytest_edgeopt.farm.health`); building never holds a lease.
     """
 
     def __init__(self, settings: Settings, make_target: Callable[[str, Device], Target],

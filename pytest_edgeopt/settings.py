@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .health import HealthPolicy
-from .lease import DEFAULT_TIMEOUT_S
-from .targets.base import LatencySettings
+from pytest_edgeopt.farm.health import HealthPolicy
+from pytest_edgeopt.farm.lease import DEFAULT_TIMEOUT_S
+from pytest_edgeopt.targets.base import LatencySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class Settings:
     farm: Path | None = None
     #: When a device is healthy enough to measure on (Android: temperature, battery).
     health: HealthPolicy = field(default_factory=HealthPolicy)
-    #: Where device leases live (``None``: :func:`~pytest_edgeopt.lease.default_lease_dir`),
+    #: Where device leases live (``None``: :func:`~pytest_edgeopt.farm.lease.default_lease_dir`),
     #: and how long a measurement waits for a device another process is using.
     lease_dir: Path | None = None
     lease_timeout_s: float = DEFAULT_TIMEOUT_S

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .results import LatencyStats
-from .targets.base import LatencySettings
+from pytest_edgeopt.results import LatencyStats
+from pytest_edgeopt.targets.base import LatencySettings
 
 
 @dataclass(frozen=True, slots=True)

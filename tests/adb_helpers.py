@@ -1,4 +1,4 @@
-"""Test-only adb helpers; the server itself is :class:`pytest_edgeopt.adb_server.AdbServer`.
+"""Test-only adb helpers; the server itself is :class:`pytest_edgeopt.targets.android.server.AdbServer`.
 
 The tests run the adb that adbutils' wheel bundles, and the system's where there is one.
 See ``shared/notes/FACTS.md``, "Android over adb".
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import adbutils
 
-from pytest_edgeopt.adb_server import bundled_adb as _package_bundled_adb
-from pytest_edgeopt.adb_server import free_port
+from pytest_edgeopt.targets.android.server import bundled_adb as _package_bundled_adb
+from pytest_edgeopt.targets.android.server import free_port
 
 __all__ = ["bundled_adb", "free_port", "system_adb"]
 

@@ -47,7 +47,7 @@ def with_samples(doc: dict[str, Any], make: Callable[[str], np.ndarray]) -> dict
 
 
 def with_metadata(doc: dict[str, Any], **machine: Any) -> dict[str, Any]:
-    """A copy with saved-run metadata (as :func:`pytest_edgeopt.store.run_metadata` makes)."""
+    """A copy with saved-run metadata (as :func:`pytest_edgeopt.runs.store.run_metadata` makes)."""
     out = copy.deepcopy(doc)
     out["metadata"] = {
         "git": {"commit": "a" * 40, "branch": "main", "dirty": False},

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from pytest_edgeopt.adb_server import (
+from pytest_edgeopt.targets.android.server import (
     AdbServer,
     AdbServerUnavailable,
     check_server,
@@ -29,7 +29,7 @@ from pytest_edgeopt.adb_server import (
     free_port,
     parse_adb_address,
 )
-from pytest_edgeopt.targets.android import (
+from pytest_edgeopt.targets.android.target import (
     ABANDONED_AFTER_S,
     AndroidTarget,
     DeviceLink,
@@ -659,7 +659,7 @@ def _session_in_a_child(adb_server: AdbServer, device: Device, standin: Path) ->
     code = f"""
 import time
 from pathlib import Path
-from pytest_edgeopt.targets.android import AndroidTarget
+from pytest_edgeopt.targets.android.target import AndroidTarget
 from pytest_edgeopt.targets.base import Device
 t = AndroidTarget("android_cpu", Device("android", {device.id!r}, None, {dict(device.details)!r}),
                   adb={adb_server.address!r}, benchmark_model=Path({str(standin)!r}), gpu=False)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pytest_edgeopt.benchmark_output import (
+from pytest_edgeopt.targets.android.benchmark_output import (
     BenchmarkOutputError,
     Delegation,
     output_tail,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_edgeopt.budgets import BudgetError, BudgetExceeded, validate
+from pytest_edgeopt.budgets.rules import BudgetError, BudgetExceeded, validate
 from pytest_edgeopt.measurement import Measurement
 from pytest_edgeopt.results import Accuracy, LatencyStats, Observation
 

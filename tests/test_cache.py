@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.cache import VariantCache, atomic_write_bytes, key_of
+from pytest_edgeopt.atomic import atomic_write_bytes
+from pytest_edgeopt.variants.cache import VariantCache, key_of
 
 
 def test_key_is_stable_and_content_sensitive() -> None:
@@ -141,7 +142,7 @@ def _named_loss(y_true, y_pred):  # noqa: ANN001
 
 def test_a_loss_object_keys_by_its_config_not_its_address() -> None:
     """str() of an object embeds its address: keyed by it, a run never found what the last built."""
-    from pytest_edgeopt.cache import key_of
+    from pytest_edgeopt.variants.cache import key_of
 
     def material(loss: object) -> dict:
         return {"model": "m", "recipe": {"variant": "qat_int8", "loss": loss}}

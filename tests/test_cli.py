@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.store import save_run
+from pytest_edgeopt.runs.store import save_run
 from run_docs import changed, real_doc, slowed, with_metadata
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def edgeopt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest_edgeopt.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pytest_edgeopt.runs.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120)
 
 
@@ -114,15 +114,15 @@ def test_report_html(storage: Path, tmp_path: Path) -> None:
 
 
 def test_report_without_the_html_module(storage: Path, tmp_path: Path) -> None:
-    code = ("import sys; sys.modules['pytest_edgeopt.html_report'] = None; "
-            "from pytest_edgeopt.cli import main; "
+    code = ("import sys; sys.modules['pytest_edgeopt.runs.html'] = None; "
+            "from pytest_edgeopt.runs.cli import main; "
             f"sys.exit(main(['report', 'last', '--html', {str(tmp_path / 'x.html')!r}, '--storage', {str(storage)!r}]))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "the HTML report is not available" in res.stderr
 
 
 def test_the_cli_imports_neither_pytest_nor_tensorflow(storage: Path) -> None:
-    code = ("import sys; from pytest_edgeopt.cli import main; "
+    code = ("import sys; from pytest_edgeopt.runs.cli import main; "
             f"rc = main(['compare', 'main', 'pr', '--storage', {str(storage)!r}, '-q']); "
             "print(sorted(m for m in ('pytest', '_pytest', 'tensorflow') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

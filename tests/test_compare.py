@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_edgeopt.compare import (
+from pytest_edgeopt.runs.gate import (
     Tolerance, ab_latency, block_medians, compare_runs, confirm_latency, estimate_noise, latency_change,
     parse_tolerance, parse_tolerances, p50s_of,
 )

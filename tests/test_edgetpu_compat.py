@@ -11,7 +11,7 @@ import flatbuffers
 import numpy as np
 import pytest
 
-from pytest_edgeopt.edgetpu_compat import (
+from pytest_edgeopt.targets.edgetpu.compat import (
     STATUS_DATA_TYPE,
     STATUS_LIMITATION,
     STATUS_MAPPED,

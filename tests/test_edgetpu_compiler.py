@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.edgetpu_compat import EdgeTpuIncompatible
-from pytest_edgeopt.edgetpu_compiler import (
+from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible
+from pytest_edgeopt.targets.edgetpu.compiler import (
     CompileCache,
     CompileLog,
     EdgeTpuCompileError,

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from adb_helpers import bundled_adb, system_adb
-from pytest_edgeopt.adb_server import AdbServer, device_state
+from pytest_edgeopt.targets.android.server import AdbServer, device_state
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # devices/ is not an installed package; a root conftest.py would do this

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.farm import (
+from pytest_edgeopt.farm.inventory import (
     EVERY_DEVICE,
     InventoryError,
     android_devices,

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pytest_edgeopt import frame
-from pytest_edgeopt.frame import COLUMNS, ExportError, export, frame_of, load_runs
-from pytest_edgeopt.store import save_run
+from pytest_edgeopt.runs import frame
+from pytest_edgeopt.runs.frame import COLUMNS, ExportError, export, frame_of, load_runs
+from pytest_edgeopt.runs.store import save_run
 from run_docs import measurement, real_doc, with_metadata
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pytest_edgeopt.health import DeviceUnhealthy, HealthMonitor, HealthPolicy, describe
+from pytest_edgeopt.farm.health import DeviceUnhealthy, HealthMonitor, HealthPolicy, describe
 from pytest_edgeopt.targets.base import Device, TargetError
 
 FAST = HealthPolicy(cooldown_s=20.0, poll_s=0.1, interval_s=0.0)
@@ -16,7 +16,7 @@ FAST = HealthPolicy(cooldown_s=20.0, poll_s=0.1, interval_s=0.0)
 
 @pytest.fixture
 def target(adb_server, phone):
-    from pytest_edgeopt.targets.android import AndroidTarget
+    from pytest_edgeopt.targets.android.target import AndroidTarget
 
     device = Device("android", phone.address, label="emu", details={"adb_server": adb_server.address})
     phone.temperature_c, phone.battery_level, phone.thermal_status = 33.5, 81, None

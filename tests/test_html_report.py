@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.html_report import pareto_front, render_html, write_html
-from pytest_edgeopt.report import merge
+from pytest_edgeopt.runs.html import pareto_front, render_html, write_html
+from pytest_edgeopt.runs.terminal import merge
 
 DATA = Path(__file__).parent / "data" / "edgeopt_example_run.json"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -232,7 +232,7 @@ def test_write_html_writes_the_rendered_page(doc: dict, tmp_path: Path) -> None:
 
 
 def test_importing_the_module_loads_no_matplotlib() -> None:
-    code = "import sys, pytest_edgeopt.html_report; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, pytest_edgeopt.runs.html; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
@@ -291,7 +291,7 @@ def test_rows_without_figures_still_render(doc: dict) -> None:
 
 
 def test_recommendation_section_names_the_variant_to_ship() -> None:
-    from pytest_edgeopt.recommend import recommend
+    from pytest_edgeopt.runs.recommend import recommend
 
     doc = json.loads(DATA.read_text())
     page = render_html(doc)

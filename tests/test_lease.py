@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.lease import DeviceLeases, LeaseTimeout, describe_holder, holder_text, lease_key
+from pytest_edgeopt.farm.lease import DeviceLeases, LeaseTimeout, describe_holder, holder_text, lease_key
 from pytest_edgeopt.targets.base import HOST, Device
 
 PHONE = Device("android", "127.0.0.1:40001", label="pixel", details={"adb_server": "127.0.0.1:5037"})
@@ -17,7 +17,7 @@ PHONE = Device("android", "127.0.0.1:40001", label="pixel", details={"adb_server
 HOLDER = """
 import sys, time
 from pathlib import Path
-from pytest_edgeopt.lease import DeviceLeases
+from pytest_edgeopt.farm.lease import DeviceLeases
 from pytest_edgeopt.targets.base import Device
 phone = Device("android", "127.0.0.1:40001", label="pixel", details={"adb_server": "127.0.0.1:5037"})
 with DeviceLeases(Path(sys.argv[1])).hold(phone, "digits int8 on android_cpu"):

@@ -18,9 +18,9 @@ import pytest
 
 from fixtures.digits import digits_data, digits_model_path, representative_batches
 from fixtures.fragile import OUTLIER_LAYER, fragile_model_path
-from pytest_edgeopt.cache import key_of
+from pytest_edgeopt.variants.cache import key_of
 from pytest_edgeopt.model import ModelUnderTest
-from pytest_edgeopt.quant_debug import (
+from pytest_edgeopt.variants.quant_debug import (
     SUGGEST_ERROR,
     QuantDebugReport,
     QuantDebugUnsupported,

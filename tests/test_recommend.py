@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_edgeopt.recommend import recommend, recommendation_lines
+from pytest_edgeopt.runs.recommend import recommend, recommendation_lines
 
 
 def record(variant: str, outcome: str, size: int, gz: int, p50: float, metric: float, target: str = "cpu") -> dict:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt import store
-from pytest_edgeopt.store import RunNotFound, StoreWarning, list_runs, load_run, save_run
+from pytest_edgeopt.runs import store
+from pytest_edgeopt.runs.store import RunNotFound, StoreWarning, list_runs, load_run, save_run
 from run_docs import real_doc, with_metadata
 
 T0 = dt.datetime(2026, 11, 23, 18, 45, 12, tzinfo=dt.timezone.utc)
@@ -154,7 +154,7 @@ def test_a_process_killed_mid_write_leaves_earlier_runs_intact(tmp_path: Path) -
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from pytest_edgeopt import store
+        from pytest_edgeopt.runs import store
         from run_docs import real_doc
         real_replace = os.replace
         def slow_replace(src, dst):
@@ -182,7 +182,7 @@ def test_concurrent_saves_get_distinct_numbers(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from pytest_edgeopt import store
+        from pytest_edgeopt.runs import store
         from run_docs import real_doc
         doc = real_doc()
         doc["metadata"] = {{"git": {{}}}}

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from pytest_edgeopt.builder import Builder
-from pytest_edgeopt.cache import VariantCache
+from pytest_edgeopt.variants.builder import Builder
+from pytest_edgeopt.variants.cache import VariantCache
 from pytest_edgeopt.model import ModelUnderTest
 from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
 from pytest_edgeopt.variants import tfenv

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from ..names import TARGET_NAMES  # noqa: F401 (re-exported: the targets' names)
+from pytest_edgeopt.names import TARGET_NAMES  # noqa: F401 (re-exported: the targets' names)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from ..results import LatencyStats
+    from pytest_edgeopt.results import LatencyStats
 
 
 

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..tensors import ModelIO, outputs_to_float, to_model_input
-from ..timing import time_invokes
-from .base import HOST, Device, LatencyResult, LatencySettings, TargetError
+from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
+from pytest_edgeopt.timing import time_invokes
+from pytest_edgeopt.targets.base import HOST, Device, LatencyResult, LatencySettings, TargetError
 
 #: Eval samples per invoke when the model accepts a resized batch axis.
 EVAL_BATCH = 256

@@ -1,2 +1,5 @@
-"""Variant builders, one module per family: ptq.py (TFLiteConverter), tfmot.py (Model
-Optimization Toolkit), aeq.py (AI Edge Quantizer); registry.py names them."""
+"""Variants: how each optimized model is made. ``registry.py`` names every variant
+(``VariantSpec``), ``builder.py`` builds through the content-addressed ``cache.py``, one
+module per tool family builds the bytes (``ptq.py`` TFLiteConverter, ``tfmot.py`` the Model
+Optimization Toolkit, ``aeq.py`` AI Edge Quantizer, ``tfenv.py`` their shared TensorFlow
+set-up), and ``quant_debug.py`` explains and repairs quantization errors per node."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .registry import BuildContext, VariantBuildError
+from pytest_edgeopt.variants.registry import BuildContext, VariantBuildError
 
 
 def build_dynamic_wi8(ctx: BuildContext) -> bytes:
@@ -39,7 +39,7 @@ def build_dynamic_wi4(ctx: BuildContext) -> bytes:
 def quantize(ctx: BuildContext, recipe_name: str) -> bytes:
     """Apply the AI Edge Quantizer recipe ``recipe_name`` (a function of
     ``ai_edge_quantizer.recipe``) to the fp32 baseline and return the ``.tflite`` bytes."""
-    from .tfenv import first_line, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import first_line, native_output_captured, quiet_warnings
 
     with native_output_captured(), quiet_warnings():
         from ai_edge_quantizer import quantizer, recipe
@@ -71,7 +71,7 @@ def _calibration_data(ctx: BuildContext, fp32: bytes) -> dict[str, list[dict[str
     """``{signature key: [{input name: sample}, ...]}`` from the representative data."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from .ptq import calibration_samples
+    from pytest_edgeopt.variants.ptq import calibration_samples
 
     interpreter = Interpreter(model_content=fp32)
     signatures = interpreter.get_signature_list()

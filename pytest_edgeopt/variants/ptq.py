@@ -7,7 +7,7 @@ post-training quantization guide. The int8/int16 recipes calibrate on
 ``ModelUnderTest.representative_data``, one sample at a time, at most
 ``calibration_samples`` samples. ``int8`` and ``int8_full`` keep the nodes named by the
 ``float_nodes`` option in float (selective quantization with TensorFlow's quantization
-debugger; :mod:`pytest_edgeopt.quant_debug` says which nodes).
+debugger; :mod:`pytest_edgeopt.variants.quant_debug` says which nodes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .registry import BuildContext, VariantBuildError, VariantUnavailable
+from pytest_edgeopt.variants.registry import BuildContext, VariantBuildError, VariantUnavailable
 
 #: Conversion recipes by name; "qat" converts a quantization-aware-trained Keras model.
 MODES = ("fp32", "float16", "dynamic_range", "int8", "int8_full", "int16x8", "qat")
@@ -66,7 +66,7 @@ def convert(ctx: BuildContext, mode: str, model: Any = None) -> bytes:
 
     Raises :class:`VariantBuildError` quoting the converter's error.
     """
-    from .tfenv import run_converter
+    from pytest_edgeopt.variants.tfenv import run_converter
 
     converter = configure_converter(ctx, mode, model)
     # Only variants with the knob in their recipe (so in their cache key) honour it: the
@@ -80,7 +80,7 @@ def convert(ctx: BuildContext, mode: str, model: Any = None) -> bytes:
 def configure_converter(ctx: BuildContext, mode: str, model: Any = None) -> Any:
     """A ``TFLiteConverter`` for the model under test (or the tf_keras ``model`` given) set
     up with the recipe ``mode`` (one of :data:`MODES`), calibration data included; not run."""
-    from .tfenv import import_tf, make_converter
+    from pytest_edgeopt.variants.tfenv import import_tf, make_converter
 
     if mode not in MODES:
         raise ValueError(f"unknown conversion mode {mode!r}; known: {', '.join(MODES)}")
@@ -123,7 +123,7 @@ def quantization_debugger(converter: Any, variant: str, mode: str,
     ``float_nodes`` are passed as ``denylisted_nodes``; ``int8_full`` sets
     ``fully_quantize`` (int8 input and output). Raises :class:`VariantBuildError`.
     """
-    from .tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import first_line, import_tf, native_output_captured, quiet_warnings
 
     tf = import_tf()
     options = tf.lite.experimental.QuantizationDebugOptions(
@@ -177,7 +177,7 @@ def convert_selective(converter: Any, ctx: BuildContext, mode: str, float_nodes:
     the model is no longer integer-only. Raises :class:`VariantBuildError` naming any node
     that is not a quantized node of the model (the quantizer would ignore it silently).
     """
-    from .tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import first_line, import_tf, native_output_captured, quiet_warnings
 
     tf = import_tf()
     nodes = normalize_float_nodes(float_nodes)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..names import VARIANT_NAMES
+from pytest_edgeopt.names import VARIANT_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..cache import VariantCache
-    from ..model import ModelUnderTest
+    from pytest_edgeopt.variants.cache import VariantCache
+    from pytest_edgeopt.model import ModelUnderTest
 
 #: Knobs and their defaults. A model's ``options`` and a test's
 #: ``@pytest.mark.edgeopt_options(...)`` override them; only the knobs a variant lists
@@ -30,7 +30,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "loss": None,  # Keras loss for fine-tuning; None: the model's compiled loss, else inferred from labels
     "seed": 0,  # seed for fine-tuning and cluster initialisation
     # Nodes int8/int8_full keep in float (selective quantization), named as the quantization
-    # debugger names them (pytest_edgeopt.quant_debug's report suggests them). int16x8 cannot:
+    # debugger names them (pytest_edgeopt.variants.quant_debug's report suggests them). int16x8 cannot:
     # TF 2.21 quantizes it with a calibrator that has no denylist. In a recipe only when set.
     "float_nodes": (),
 }

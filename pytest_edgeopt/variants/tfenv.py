@@ -25,8 +25,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, MutableMapping
 
-from ..model import ModelSource
-from .registry import VariantBuildError, VariantUnavailable
+from pytest_edgeopt.model import ModelSource
+from pytest_edgeopt.variants.registry import VariantBuildError, VariantUnavailable
 
 #: What to tell a user whose tensorflow already resolved ``tf.keras`` to Keras 3 in a way
 #: tfmot cannot work with.

@@ -32,8 +32,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..cache import key_of, tool_versions
-from .registry import BuildContext, VariantBuildError, VariantUnavailable
+from pytest_edgeopt.versions import tool_versions
+from pytest_edgeopt.variants.cache import key_of
+from pytest_edgeopt.variants.registry import BuildContext, VariantBuildError, VariantUnavailable
 
 _TRAIN_KNOBS = ("finetune_epochs", "learning_rate", "batch_size", "loss", "seed")
 
@@ -200,7 +201,7 @@ def _with_weights(ctx: BuildContext, path: Path) -> Any:
     the stripped model has none either (strip_* clone the model), and its users convert it
     or copy and recompile it.
     """
-    from .tfenv import load_keras_model
+    from pytest_edgeopt.variants.tfenv import load_keras_model
 
     with np.load(path, allow_pickle=False) as stored:
         weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
@@ -221,7 +222,7 @@ def cluster(ctx: BuildContext, model: Any, preserve_sparsity: bool) -> Any:
     centroids, are left as they are (tfmot would fail on them); a progress line names them.
     """
     tfmot = _tfmot()
-    from .tfenv import import_keras
+    from pytest_edgeopt.variants.tfenv import import_keras
 
     keras = import_keras()
     clusters = int(ctx.options["clusters"])
@@ -329,7 +330,7 @@ def infer_loss(labels: np.ndarray, model: Any) -> tuple[Any, bool] | None:
     crossentropy; 0/1 labels with one output unit: binary crossentropy. ``from_logits``
     is ``False`` when the last layer ends in softmax (or sigmoid for binary).
     """
-    from .tfenv import import_keras
+    from pytest_edgeopt.variants.tfenv import import_keras
 
     keras = import_keras()
     try:
@@ -368,7 +369,7 @@ def _last_activation(model: Any) -> str | None:
 def _loss(ctx: BuildContext) -> tuple[Any, list[str]]:
     """(loss, metrics) for fine-tuning: the ``loss`` option, the model's compiled loss, or
     one inferred from the labels."""
-    from .tfenv import compiled_loss, keras_original
+    from pytest_edgeopt.variants.tfenv import compiled_loss, keras_original
 
     chosen = ctx.options.get("loss")
     if chosen is None:
@@ -410,7 +411,7 @@ def _seeded(ctx: BuildContext) -> Iterator[None]:
     """Seed Python, NumPy and TensorFlow with the ``seed`` knob for the duration, then put
     back the user's random state (so a warm cache and a cold one leave the test's random
     numbers the same)."""
-    from .tfenv import import_keras, import_tf
+    from pytest_edgeopt.variants.tfenv import import_keras, import_tf
 
     tf = import_tf()
     python_state, numpy_state = random.getstate(), np.random.get_state()
@@ -432,7 +433,7 @@ def _seeded(ctx: BuildContext) -> Iterator[None]:
 
 def _finetune(ctx: BuildContext, model: Any, callbacks: list[Any] | tuple[Any, ...] = ()) -> None:
     """Compile and fit ``model`` on the train data; one progress line per epoch."""
-    from .tfenv import first_line, import_keras, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import first_line, import_keras, quiet_warnings
 
     keras = import_keras()
     x, y = _train_arrays(ctx)
@@ -462,13 +463,13 @@ def _progress_callback(keras: Any, report: Callable[[str], None], variant: str, 
 
 
 def _tfmot() -> Any:
-    from .tfenv import import_tfmot
+    from pytest_edgeopt.variants.tfenv import import_tfmot
 
     return import_tfmot()
 
 
 def _fresh_model(ctx: BuildContext) -> Any:
-    from .tfenv import load_keras_model
+    from pytest_edgeopt.variants.tfenv import load_keras_model
 
     _tfmot()  # VariantUnavailable first, if tfmot cannot work with tf_keras here
     _loss(ctx)  # ... or if there is no train data or no loss to fine-tune with
@@ -476,13 +477,13 @@ def _fresh_model(ctx: BuildContext) -> Any:
 
 
 def _copy(model: Any) -> Any:
-    from .tfenv import clone_keras_model
+    from pytest_edgeopt.variants.tfenv import clone_keras_model
 
     return clone_keras_model(model)
 
 
 def _convert(ctx: BuildContext, mode: str, model: Any) -> bytes:
-    from .ptq import convert
+    from pytest_edgeopt.variants.ptq import convert
 
     return convert(ctx, mode, model=model)
 
@@ -490,7 +491,7 @@ def _convert(ctx: BuildContext, mode: str, model: Any) -> bytes:
 def _wrap(ctx: BuildContext, tool: str, model: Any, wrap: Callable[[], Any]) -> Any:
     """Run a tfmot wrapping call; a layer tfmot cannot handle becomes a
     :class:`VariantBuildError` naming the layer, its class and the variant."""
-    from .tfenv import first_line, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import first_line, quiet_warnings
 
     try:
         with quiet_warnings(), _layer_names_from_zero():
@@ -540,7 +541,7 @@ def unsupported_layers(model: Any, tool: str) -> list[Any]:
         supports = _support_check(tool)
     except Exception:  # tfmot internals moved: fall back to the error message
         return []
-    from .tfenv import import_keras
+    from pytest_edgeopt.variants.tfenv import import_keras
 
     keras = import_keras()
     found = []

@@ -4,7 +4,7 @@
 shebang is the running Python. The stand-in accepts the real flags, prints the real
 output format, writes ``<stem>_edgetpu.tflite`` (the input plus a marker: still a valid
 .tflite that runs unchanged) and ``<stem>_edgetpu.log`` to ``--out_dir``. Which ops
-"map" comes from ``pytest_edgeopt.edgetpu_compat.analyze``; a model where nothing maps
+"map" comes from ``pytest_edgeopt.targets.edgetpu.compat.analyze``; a model where nothing maps
 gets the real compiler's "Model not quantized" failure.
 
 Environment:
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         print("Compilation child process completed within timeout period.")
         print("Compilation failed! ")
         return 1
-    from pytest_edgeopt.edgetpu_compat import analyze
+    from pytest_edgeopt.targets.edgetpu.compat import analyze
 
     for model in models:
         data = model.read_bytes()

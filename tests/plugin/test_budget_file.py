@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.budget_file import BudgetFileError, parse
+from pytest_edgeopt.budgets.file import BudgetFileError, parse
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -13,7 +13,7 @@ samples and budget outcomes) plus three keys written first:
 Files are named ``NNNN_NAME_YYYYmmddTHHMMSSZ.json.gz`` (``NNNN_YYYYmmddTHHMMSSZ.json.gz``
 without a name), so they sort by counter; compact gzip-compressed JSON, since 50,000 raw
 samples per measurement make a plain file of tens of MB. Writes go through
-:func:`~pytest_edgeopt.cache.atomic_write_bytes` under a lock: a session killed half-way
+:func:`~pytest_edgeopt.atomic.atomic_write_bytes` under a lock: a session killed half-way
 leaves earlier runs intact and at worst a hidden ``.*.tmp`` file, which listing ignores
 and the next save removes.
 A corrupt file is skipped with a :class:`StoreWarning`, never an exception.
@@ -38,9 +38,10 @@ from typing import Any, Callable, Mapping
 
 from filelock import FileLock
 
-from .cache import atomic_write_bytes, tool_versions
-from .compare import p50s_of
-from .results import SCHEMA_VERSION
+from pytest_edgeopt.atomic import atomic_write_bytes
+from pytest_edgeopt.versions import tool_versions
+from pytest_edgeopt.runs.gate import p50s_of
+from pytest_edgeopt.results import SCHEMA_VERSION
 
 #: Where runs are saved unless ``--edgeopt-storage`` says otherwise (relative to the rootdir).
 DEFAULT_STORAGE = Path(".edgeopt") / "runs"
@@ -159,7 +160,7 @@ def machine() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
-    """Versions of the build tools (:data:`~pytest_edgeopt.cache.TOOL_DISTRIBUTIONS`) and of
+    """Versions of the build tools (:data:`~pytest_edgeopt.variants.cache.TOOL_DISTRIBUTIONS`) and of
     :data:`EXTRA_DISTRIBUTIONS`, ``None`` for those not installed (read without importing)."""
     out = dict(tool_versions())
     for dist in EXTRA_DISTRIBUTIONS:
@@ -490,7 +491,7 @@ def noise_history(storage: Path, like: Mapping[str, Any], limit: int = 20,
     """p50s (measurement key -> ms) of the last ``limit`` saved runs made like ``like``
     (a run document with ``metadata``: same machine, Python, packages and latency
     settings), oldest first, numbered below ``before`` when given: the input of
-    :func:`pytest_edgeopt.compare.estimate_noise`. Empty when ``like`` has no metadata."""
+    :func:`pytest_edgeopt.runs.gate.estimate_noise`. Empty when ``like`` has no metadata."""
     meta = like.get("metadata") or {}
     if not meta:
         return []

@@ -46,7 +46,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .targets.base import ModelIncompatible
+from pytest_edgeopt.targets.base import ModelIncompatible
 
 #: The page the rules come from.
 DOC_URL = "https://coral.ai/docs/edgetpu/models-intro/"

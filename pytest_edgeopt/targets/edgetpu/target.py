@@ -5,7 +5,7 @@ The runtime is reached the way pycoral reaches it: ``load_delegate("libedgetpu.s
 (from Coral's own package repository, Python <= 3.9 only; the PyPI project named
 ``pycoral`` is unrelated) is used when it is importable, never required.
 
-A model goes through :func:`~pytest_edgeopt.edgetpu_compat.analyze` first: one with no
+A model goes through :func:`~pytest_edgeopt.targets.edgetpu.compat.analyze` first: one with no
 op for the Edge TPU is refused with :class:`EdgeTpuIncompatible` (a
 ``TargetUnavailable`` carrying the reasons) and never sent to the compiler. Otherwise
 it is compiled with ``edgetpu_compiler`` (cached by model hash, compiler version and
@@ -28,11 +28,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..edgetpu_compat import EdgeTpuIncompatible, EdgeTpuReport, analyze
-from ..edgetpu_compiler import INSTALL_HINT, CompileCache, CompileLog, find_compiler
-from ..timing import time_invokes
-from ..tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
-from .base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable
+from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible, EdgeTpuReport, analyze
+from pytest_edgeopt.targets.edgetpu.compiler import INSTALL_HINT, CompileCache, CompileLog, find_compiler
+from pytest_edgeopt.timing import time_invokes
+from pytest_edgeopt.tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
+from pytest_edgeopt.targets.base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable
 
 __all__ = [
     "DEFAULT_LIBRARY",
@@ -251,7 +251,7 @@ class EdgeTpuTarget:
 
         Raises :class:`EdgeTpuIncompatible` when no op would run on the Edge TPU,
         :class:`TargetUnavailable` when a compiler is needed but missing, and
-        :class:`~pytest_edgeopt.edgetpu_compiler.EdgeTpuCompileError` (a TargetError)
+        :class:`~pytest_edgeopt.targets.edgetpu.compiler.EdgeTpuCompileError` (a TargetError)
         when the compiler fails.
         """
         model = Path(model)

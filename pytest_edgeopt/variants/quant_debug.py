@@ -58,9 +58,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .model import ModelError, ModelUnderTest, score
-from .tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
-from .variants.registry import (
+from pytest_edgeopt.model import ModelError, ModelUnderTest, score
+from pytest_edgeopt.tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
+from pytest_edgeopt.variants.registry import (
     VARIANTS,
     BuildContext,
     VariantBuildError,
@@ -341,15 +341,15 @@ class _Budget:
 
 def _fp32(ctx: BuildContext, cache: list[bytes]) -> bytes:
     if not cache:
-        from .variants.ptq import build_fp32
+        from pytest_edgeopt.variants.ptq import build_fp32
 
         cache.append(build_fp32(ctx))
     return cache[0]
 
 
 def _numeric_verify(ctx: BuildContext, run: _Budget, measure: bool) -> dict[str, Any]:
-    from .variants import ptq
-    from .variants.tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants import ptq
+    from pytest_edgeopt.variants.tfenv import first_line, import_tf, native_output_captured, quiet_warnings
 
     mode = ctx.spec.name
     kept = ptq.normalize_float_nodes(ctx.options.get("float_nodes"))
@@ -432,8 +432,8 @@ def _numeric_verify(ctx: BuildContext, run: _Budget, measure: bool) -> dict[str,
 
 
 def _direct(ctx: BuildContext, run: _Budget) -> dict[str, Any]:
-    from .variants import ptq
-    from .variants.tfenv import run_converter
+    from pytest_edgeopt.variants import ptq
+    from pytest_edgeopt.variants.tfenv import run_converter
 
     quantized = run_converter(ptq.configure_converter(ctx, ctx.spec.name), ctx.spec.name)
     fp32 = ctx.fp32()
@@ -605,7 +605,7 @@ class _DebugGraph:
     """The NumericVerify'd nodes of a debug model and who consumes their outputs."""
 
     def __init__(self, model: bytes) -> None:
-        from .variants.ptq import numeric_verify_node
+        from pytest_edgeopt.variants.ptq import numeric_verify_node
 
         it = _interpreter(model, preserve=False)
         self.tensors = {d["index"]: d for d in it.get_tensor_details()}

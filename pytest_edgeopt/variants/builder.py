@@ -1,7 +1,7 @@
 """Builds variants through the cache: one call per (model, variant, options).
 
 Decides availability from the registry (a skip reason), keys the build by content
-(:func:`pytest_edgeopt.cache.key_of`), builds under the cache's cross-process lock, and
+(:func:`pytest_edgeopt.variants.cache.key_of`), builds under the cache's cross-process lock, and
 remembers within the process what was built or failed, so a variant is built at most
 once per session. Tensorflow is imported only by the builders themselves.
 """
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .cache import VariantCache, key_of, tool_versions
-from .model import ModelError, ModelUnderTest
-from .variants.registry import (
+from pytest_edgeopt.versions import tool_versions
+from pytest_edgeopt.variants.cache import VariantCache, key_of
+from pytest_edgeopt.model import ModelError, ModelUnderTest
+from pytest_edgeopt.variants.registry import (
     BASELINE,
     VARIANTS,
     BuildContext,

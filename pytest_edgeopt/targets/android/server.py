@@ -24,7 +24,7 @@ from pathlib import Path
 import adbutils
 from adbutils import AdbClient, AdbConnection, AdbError, AdbTimeout
 
-from .targets.base import TargetUnavailable
+from pytest_edgeopt.targets.base import TargetUnavailable
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5037

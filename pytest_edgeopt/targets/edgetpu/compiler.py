@@ -64,8 +64,8 @@ from typing import Any, Mapping, Sequence
 
 from filelock import FileLock
 
-from .edgetpu_compat import EdgeTpuIncompatible, analyze
-from .targets.base import TargetError
+from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible, analyze
+from pytest_edgeopt.targets.base import TargetError
 
 COMPILER_NAME = "edgetpu_compiler"
 

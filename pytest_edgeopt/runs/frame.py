@@ -42,8 +42,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .cache import atomic_write_bytes
-from .store import load_run_docs
+from pytest_edgeopt.atomic import atomic_write_bytes
+from pytest_edgeopt.runs.store import load_run_docs
 
 #: Column -> pandas dtype, in order.
 COLUMNS: dict[str, str] = {
@@ -136,7 +136,7 @@ def frame_of_docs(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def load_runs(storage: str | Path, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Every readable saved run in ``storage`` (e.g. ``.edgeopt/runs``) as one typed
     DataFrame, one row per measurement per run, oldest run first (see the module's table).
-    Unreadable files are skipped with a :class:`~pytest_edgeopt.store.StoreWarning`; an
+    Unreadable files are skipped with a :class:`~pytest_edgeopt.runs.store.StoreWarning`; an
     empty or missing directory gives an empty frame with the same columns."""
     return frame_of_docs(load_run_docs(Path(storage), progress=progress))
 

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .cache import atomic_write_json, tool_versions
-from .results import SCHEMA_VERSION
-from .variants.registry import VARIANTS
+from pytest_edgeopt.atomic import atomic_write_json
+from pytest_edgeopt.versions import tool_versions
+from pytest_edgeopt.results import SCHEMA_VERSION
+from pytest_edgeopt.variants.registry import VARIANTS
 
 _ORDER = {name: i for i, name in enumerate(VARIANTS)}
 
@@ -116,7 +117,7 @@ def pct(x: float | None) -> str:
 
 def table_lines(records: Iterable[Mapping[str, Any]], comparison: Any = None) -> list[str]:
     """The variant x target table printed at the end of the session; with a ``comparison``
-    (:class:`pytest_edgeopt.compare.Comparison`) a column of changes against the baseline run."""
+    (:class:`pytest_edgeopt.runs.gate.Comparison`) a column of changes against the baseline run."""
     records = list(records)
     rows = merge(records)
     if not rows:
@@ -179,7 +180,7 @@ def device_summary(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
     """Per device of the session (by label; ``(no T device)`` for a target that had none):
     its targets, how many items ``measured`` on it, ``failed`` and ``skipped``, the first
     line of each distinct failure and skip reason with its count, and the ``conditions``
-    of its last measurement (:mod:`pytest_edgeopt.health`)."""
+    of its last measurement (:mod:`pytest_edgeopt.farm.health`)."""
     devices: dict[str, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: (_row_key(r), r.get("test") or "")):
         target = r.get("target")
@@ -208,7 +209,7 @@ def device_lines(records: Iterable[Mapping[str, Any]], required: Iterable[str] =
     """The ``edgeopt devices`` section: per device what was measured, what failed and why,
     what was skipped and why; then each required target no device measured. Empty when
     the session ran on the host CPU only."""
-    from .health import describe
+    from pytest_edgeopt.farm.health import describe
 
     records = list(records)
     summary = device_summary(records)
@@ -251,7 +252,7 @@ def environment() -> dict[str, Any]:
 
 
 def _recommend(records: list[Mapping[str, Any]]) -> list:
-    from .recommend import recommend  # recommend builds on merge() above
+    from pytest_edgeopt.runs.recommend import recommend  # recommend builds on merge() above
 
     return recommend(records)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .session import EdgeoptSession
+    from pytest_edgeopt.session import EdgeoptSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,8 @@ def prepare(settings: OutputSettings) -> Gate | None:
         if settings.tolerances:
             raise ValueError("--edgeopt-compare-fail needs --edgeopt-compare[=NAME|last] to pick the baseline run")
         return None
-    from .compare import parse_tolerances
-    from .store import RunNotFound, resolve_run
+    from pytest_edgeopt.runs.gate import parse_tolerances
+    from pytest_edgeopt.runs.store import RunNotFound, resolve_run
 
     tolerances = tuple(parse_tolerances(settings.tolerances).values())
     try:
@@ -87,13 +87,13 @@ def finish(doc: dict[str, Any], settings: OutputSettings, gate: Gate | None, edg
            root: Path, progress: Callable[[str], None]) -> Finished:
     """Compare with the baseline (A/B re-measuring suspects while the targets are still open),
     then save the run and export it. Adds ``metadata`` and ``comparison`` to ``doc``."""
-    from .store import run_metadata
+    from pytest_edgeopt.runs.store import run_metadata
 
     doc["metadata"] = run_metadata(root)
     comparison = None
     if gate is not None:
-        from .compare import compare_runs, confirm_latency
-        from .store import load_run, noise_history
+        from pytest_edgeopt.runs.gate import compare_runs, confirm_latency
+        from pytest_edgeopt.runs.store import load_run, noise_history
 
         progress(f"comparing with {gate.baseline.name}")
         comparison = compare_runs(load_run(settings.storage, gate.baseline), doc, gate.tolerances,
@@ -102,12 +102,12 @@ def finish(doc: dict[str, Any], settings: OutputSettings, gate: Gate | None, edg
         doc["comparison"] = comparison.to_dict()
     saved = None
     if settings.saving:
-        from .store import save_run
+        from pytest_edgeopt.runs.store import save_run
 
         saved = save_run(settings.storage, doc, settings.save, root=root)
     csv = None
     if settings.csv is not None:
-        from .frame import export
+        from pytest_edgeopt.runs.frame import export
 
         csv = export(doc, settings.csv)
     return Finished(comparison, saved, csv)
@@ -117,7 +117,7 @@ def history(settings: OutputSettings, limit: int = 20) -> list[dict[str, Any]] |
     """Earlier saved runs for the HTML report's trends (None when there are none)."""
     if not settings.storage.exists():
         return None
-    from .store import load_run_docs
+    from pytest_edgeopt.runs.store import load_run_docs
 
     docs = load_run_docs(settings.storage, limit=limit)
     return docs or None

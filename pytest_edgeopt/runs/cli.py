@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .store import DEFAULT_STORAGE, RunNotFound, StoreWarning
+from pytest_edgeopt.runs.store import DEFAULT_STORAGE, RunNotFound, StoreWarning
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
@@ -42,7 +42,7 @@ class _Progress:
 
 
 def _tolerance(expr: str) -> Any:
-    from .compare import parse_tolerance
+    from pytest_edgeopt.runs.gate import parse_tolerance
 
     try:
         return parse_tolerance(expr)
@@ -88,14 +88,14 @@ def _storage(args: argparse.Namespace) -> Path:
 
 
 def _load(storage: Path, ref: str, progress: Callable[[str], None]) -> dict[str, Any]:
-    from .store import load_run, resolve_run
+    from pytest_edgeopt.runs.store import load_run, resolve_run
 
     progress(f"loading {resolve_run(storage, ref).name}")
     return load_run(storage, ref)
 
 
 def cmd_list(args: argparse.Namespace, progress: _Progress) -> int:
-    from .store import list_runs
+    from pytest_edgeopt.runs.store import list_runs
 
     storage = _storage(args)
     runs = list_runs(storage, progress=progress)
@@ -114,8 +114,8 @@ def cmd_list(args: argparse.Namespace, progress: _Progress) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, progress: _Progress) -> int:
-    from .compare import ALPHA, compare_runs, estimate_noise, run_label
-    from .store import noise_history, resolve_run
+    from pytest_edgeopt.runs.gate import ALPHA, compare_runs, estimate_noise, run_label
+    from pytest_edgeopt.runs.store import noise_history, resolve_run
 
     storage = _storage(args)
     base = _load(storage, args.baseline, progress)
@@ -154,12 +154,12 @@ def _print_rows(comparison: Any) -> None:
 
 def cmd_report(args: argparse.Namespace, progress: _Progress) -> int:
     try:
-        from .html_report import write_html
+        from pytest_edgeopt.runs.html import write_html
     except ImportError as exc:
         print(f"edgeopt report: the HTML report is not available ({exc}); this pytest-edgeopt has no "
-              "pytest_edgeopt.html_report or its dependencies (matplotlib) are missing", file=sys.stderr)
+              "pytest_edgeopt.runs.html or its dependencies (matplotlib) are missing", file=sys.stderr)
         return EXIT_USAGE
-    from .store import load_run_docs
+    from pytest_edgeopt.runs.store import load_run_docs
 
     storage = _storage(args)
     doc = _load(storage, args.run, progress)
@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace, progress: _Progress) -> int:
 
 
 def cmd_export(args: argparse.Namespace, progress: _Progress) -> int:
-    from .frame import ExportError, export
+    from pytest_edgeopt.runs.frame import ExportError, export
 
     doc = _load(_storage(args), args.run, progress)
     path = args.csv or args.parquet
@@ -193,7 +193,7 @@ def cmd_export(args: argparse.Namespace, progress: _Progress) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace, progress: _Progress) -> int:
-    from .recommend import recommendation_lines
+    from pytest_edgeopt.runs.recommend import recommendation_lines
 
     doc = _load(_storage(args), args.run, progress)
     lines = recommendation_lines(doc.get("measurements", []))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .measurement import Measurement
+    from pytest_edgeopt.measurement import Measurement
 
 
 class BudgetError(ValueError):
@@ -117,7 +117,7 @@ def _edgetpu_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
         return str(analysis["summary"])
     if m.model_path is None:
         return "no analysis"
-    from .edgetpu_compat import analyze
+    from pytest_edgeopt.targets.edgetpu.compat import analyze
 
     report = analyze(m.model_path)
     return "; ".join([report.summary, *report.reasons[:3]])

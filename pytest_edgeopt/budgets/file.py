@@ -45,10 +45,10 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .budgets import BudgetError, validate
-from .model import METRICS
-from .targets.base import TARGET_NAMES
-from .variants.registry import VARIANTS, check_options
+from pytest_edgeopt.budgets.rules import BudgetError, validate
+from pytest_edgeopt.model import METRICS
+from pytest_edgeopt.targets.base import TARGET_NAMES
+from pytest_edgeopt.variants.registry import VARIANTS, check_options
 
 MODEL_KEYS = ("name", "model", "representative_data", "train_data", "eval_data", "metric", "options")
 TEST_KEYS = ("variants", "targets", "budgets", "overrides")
@@ -86,7 +86,7 @@ class BudgetFile:
 
     def model_under_test(self, root: Path | None = None) -> Any:
         """The ModelUnderTest the file describes (imports the referenced loaders)."""
-        from .model import ModelUnderTest
+        from pytest_edgeopt.model import ModelUnderTest
 
         m = self.model
         base = self.path.parent

@@ -1,7 +1,7 @@
 """Device health: is a phone cool and charged enough to measure on, and in what state was it.
 
 A target that can report its device's conditions has a ``device_conditions()`` method
-(:meth:`pytest_edgeopt.targets.android.AndroidTarget.device_conditions`: ``state``,
+(:meth:`pytest_edgeopt.targets.android.target.AndroidTarget.device_conditions`: ``state``,
 ``battery_level`` %, ``battery_temperature_c``, ``thermal_status`` (Android's
 ``THERMAL_STATUS_*``, 0 none ... 6 shutdown) from ``dumpsys battery`` and ``dumpsys
 thermalservice``; ``{"error": ...}`` when the device does not answer).
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .targets.base import Target, TargetError, TargetUnavailable
+from pytest_edgeopt.targets.base import Target, TargetError, TargetUnavailable
 
 #: Android's PowerManager.THERMAL_STATUS_* names, by level.
 THERMAL_STATUS = ("none", "light", "moderate", "severe", "critical", "emergency", "shutdown")

@@ -4,7 +4,7 @@ budget, and among them the smallest and the fastest, with the accuracy each keep
 This turns the decision tree of TensorFlow's optimization guide (post-training
 quantization first; quantization-aware training when accuracy or latency fall short;
 pruning or clustering to shrink the download) into a measured answer. Plain Python over
-session records (see :mod:`pytest_edgeopt.report`).
+session records (see :mod:`pytest_edgeopt.runs.terminal`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .report import merge
+from pytest_edgeopt.runs.terminal import merge
 
 
 @dataclass(frozen=True, slots=True)

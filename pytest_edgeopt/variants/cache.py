@@ -20,7 +20,6 @@ whose model is missing, truncated or altered is detected and rebuilt.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -29,9 +28,11 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from pytest_edgeopt.atomic import atomic_write_bytes, atomic_write_json
+from pytest_edgeopt.versions import tool_versions
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -41,27 +42,6 @@ CACHE_FORMAT = 1
 
 #: The payload file name of a variant entry.
 TFLITE = "model.tflite"
-
-#: Distributions whose versions go into every key (read without importing them).
-TOOL_DISTRIBUTIONS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-quantizer", "ai-edge-litert")
-
-
-def tool_versions() -> dict[str, str | None]:
-    """The installed versions of :data:`TOOL_DISTRIBUTIONS` (``None`` when absent)."""
-    return dict(_tool_versions())
-
-
-@functools.cache
-def _tool_versions() -> tuple[tuple[str, str | None], ...]:
-    # Each lookup scans the import path's metadata (about 2 ms); once per process is enough.
-    out: list[tuple[str, str | None]] = []
-    for dist in TOOL_DISTRIBUTIONS:
-        try:
-            out.append((dist, metadata.version(dist)))
-        except metadata.PackageNotFoundError:
-            out.append((dist, None))
-    return tuple(out)
-
 
 def key_of(material: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of ``material`` (sorted keys; values JSON lacks, such as
@@ -84,30 +64,6 @@ def stable_form(value: Any) -> Any:
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', None)}.{value.__qualname__}"
     return re.sub(r" at 0x[0-9a-fA-F]+", "", str(value))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any, compact: bool = False) -> None:
-    """JSON written atomically; ``compact`` drops the indentation (results with raw samples)."""
-    text = json.dumps(obj, sort_keys=True, default=str, **({"separators": (",", ":")} if compact else {"indent": 2}))
-    atomic_write_bytes(path, (text + "\n").encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 ``android_gpu`` runs it with the GPU delegate (``--use_gpu=true``), ``android_cpu`` on the
 phone's CPU with the XNNPACK delegate (``--use_xnnpack=true``). Everything goes through an
-adb server (adbutils speaks its client protocol; see :mod:`pytest_edgeopt.adb_server`).
+adb server (adbutils speaks its client protocol; see :mod:`pytest_edgeopt.targets.android.server`).
 
 On the device, one run directory ``/data/local/tmp/edgeopt-<random>`` per device per
 session holds the ``benchmark_model`` binary (pushed once, skipped when the same bytes
@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 from adbutils import AdbClient, AdbDevice, AdbError, AdbTimeout
 
-from ..adb_server import (
+from pytest_edgeopt.targets.android.server import (
     AdbServerError,
     AdbServerUnavailable,
     check_server,
@@ -70,10 +70,10 @@ from ..adb_server import (
     is_tcp_serial,
     reconnect_device,
 )
-from ..benchmark_output import BenchmarkOutput, BenchmarkOutputError, output_tail, parse_benchmark_output
-from ..results import LatencyStats
-from ..tensors import ModelIO, TensorSpec, from_model_output, to_model_input
-from .base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable
+from pytest_edgeopt.targets.android.benchmark_output import BenchmarkOutput, BenchmarkOutputError, output_tail, parse_benchmark_output
+from pytest_edgeopt.results import LatencyStats
+from pytest_edgeopt.tensors import ModelIO, TensorSpec, from_model_output, to_model_input
+from pytest_edgeopt.targets.base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable
 
 __all__ = [
     "AndroidTarget",
@@ -310,7 +310,7 @@ class DeviceLink:
         raise AssertionError("unreachable")
 
     def reconnect(self, step: str, cause: BaseException | None = None) -> None:
-        """Bring the device back to state ``device`` (:func:`~pytest_edgeopt.adb_server.reconnect_device`:
+        """Bring the device back to state ``device`` (:func:`~pytest_edgeopt.targets.android.server.reconnect_device`:
         ``adb disconnect``/``connect`` for ``HOST:PORT`` serials, a wait for USB ones);
         :class:`TargetError` after ``reconnect_timeout_s``."""
         self._shell_v2 = None
@@ -543,7 +543,7 @@ def read_props(link: DeviceLink, names: Sequence[str]) -> dict[str, str]:
 
 def discover_android(adb: str | None = None, serials: Sequence[str] = (), *, timeout_s: float = 30.0) -> Discovery:
     """The devices in state ``device`` on the adb server at ``adb`` (``HOST:PORT``;
-    default :func:`~pytest_edgeopt.adb_server.default_adb_address`): all of them, or
+    default :func:`~pytest_edgeopt.targets.android.server.default_adb_address`): all of them, or
     the given ``serials``.
 
     A given serial that is not listed, offline or unauthorized is named in
@@ -1143,7 +1143,7 @@ class AndroidTarget:
     delegate), ``gpu=False`` is ``android_cpu`` (XNNPACK).
 
     ``adb`` is the adb server address (default: the device's ``details["adb_server"]``,
-    else :func:`~pytest_edgeopt.adb_server.default_adb_address`); ``benchmark_model`` the
+    else :func:`~pytest_edgeopt.targets.android.server.default_adb_address`); ``benchmark_model`` the
     host path of an Android build of the tool (the ``--edgeopt-benchmark-model`` option);
     ``threads`` the interpreter threads (default: ``LatencySettings.threads``);
     ``affinity_mask`` a hex CPU mask to pin the tool with ``taskset`` (big cores differ per

@@ -1,12 +1,12 @@
 """One run document -> one self-contained HTML report (``--edgeopt-html``).
 
-The document is what :func:`pytest_edgeopt.report.write_json` writes, possibly with a
+The document is what :func:`pytest_edgeopt.runs.terminal.write_json` writes, possibly with a
 ``run`` key (``name``, ``time``, ``commit``, ``dirty``, ``machine``) added by saved runs.
 The report holds:
 
 * a header: the run's time, commit, machine, Python and package versions, and totals;
 * the summary table: the figures of the terminal table (one row per model, variant, target
-  and device, from :func:`pytest_edgeopt.report.merge`), the result coloured;
+  and device, from :func:`pytest_edgeopt.runs.terminal.merge`), the result coloured;
 * the reasons of every test that did not pass;
 * size (file and gzip) against the metric, one colour per target, its Pareto front drawn;
 * latency per variant and target from the raw samples (box plots);
@@ -26,8 +26,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .cache import atomic_write_bytes
-from .report import kib, merge, pct  # the terminal table's formatting: the same figures
+from pytest_edgeopt.atomic import atomic_write_bytes
+from pytest_edgeopt.runs.terminal import kib, merge, pct  # the terminal table's formatting: the same figures
 
 #: Columns of the summary table: (header, tooltip). The terminal table's, plus p90.
 COLUMNS = (
@@ -144,8 +144,8 @@ def render_html(doc: Mapping[str, Any], history: Sequence[Mapping[str, Any]] | N
 
 # -- small helpers --------------------------------------------------------------------------------------
 def _recommendations(records: Sequence[Mapping[str, Any]]) -> str:
-    """Which variant to ship, per model and target (from :mod:`pytest_edgeopt.recommend`)."""
-    from .recommend import recommend
+    """Which variant to ship, per model and target (from :mod:`pytest_edgeopt.runs.recommend`)."""
+    from pytest_edgeopt.runs.recommend import recommend
 
     recs = recommend(records)
     if not recs:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .targets.base import Device, TargetUnavailable
+from pytest_edgeopt.targets.base import Device, TargetUnavailable
 
 #: Seconds a measurement waits for a device another process is measuring on.
 DEFAULT_TIMEOUT_S = 3600.0

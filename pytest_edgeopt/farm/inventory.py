@@ -48,8 +48,8 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .budget_file import _line_of
-from .targets.base import HOST, Device, Discovery
+from pytest_edgeopt.budgets.file import _line_of
+from pytest_edgeopt.targets.base import HOST, Device, Discovery
 
 #: An Android entry's ``serial`` that stands for every device in state ``device`` on its server.
 EVERY_DEVICE = "*"
@@ -168,26 +168,26 @@ def _path(base: Path) -> Callable[[Any], Path]:
 
 
 def _adb(value: Any) -> str:
-    from .adb_server import format_adb_address, parse_adb_address
+    from pytest_edgeopt.targets.android.server import format_adb_address, parse_adb_address
 
     return format_adb_address(*parse_adb_address(_string(value)))
 
 
 def _serial(value: Any) -> str:
-    from .targets.android import validate_serial
+    from pytest_edgeopt.targets.android.target import validate_serial
 
     s = _string(value)
     return s if s == EVERY_DEVICE else validate_serial(s)
 
 
 def _affinity(value: Any) -> str:
-    from .targets.android import validate_affinity_mask
+    from pytest_edgeopt.targets.android.target import validate_affinity_mask
 
     return validate_affinity_mask(_string(value))
 
 
 def _edgetpu_device(value: Any) -> str:
-    from .targets.edgetpu import parse_device
+    from pytest_edgeopt.targets.edgetpu.target import parse_device
 
     return parse_device(_string(value))
 
@@ -294,10 +294,10 @@ def android_devices(inventory: Inventory, *, timeout_s: float = 30.0) -> Discove
     every device its server lists in state ``device`` except the serials other entries
     name, labelled ``LABEL-<serial>``, or one unavailable Device when there is none.
     Each device's ``details`` carry its entry's ``benchmark_model``, ``affinity`` and
-    ``threads`` besides what :func:`~pytest_edgeopt.targets.android.discover_android` reads.
+    ``threads`` besides what :func:`~pytest_edgeopt.targets.android.target.discover_android` reads.
     """
-    from .adb_server import default_adb_address
-    from .targets.android import discover_android, sanitize_label
+    from pytest_edgeopt.targets.android.server import default_adb_address
+    from pytest_edgeopt.targets.android.target import discover_android, sanitize_label
 
     if not inventory.android:
         return Discovery((), missing=f"the device inventory {inventory.path} lists no Android device "
@@ -330,7 +330,7 @@ def android_devices(inventory: Inventory, *, timeout_s: float = 30.0) -> Discove
 def edgetpu_devices(inventory: Inventory, *, library: str) -> Discovery:
     """The inventory's Edge TPUs; unavailable (with the reason) when the runtime
     ``library`` does not load."""
-    from .targets.edgetpu import runtime_error, runtime_missing
+    from pytest_edgeopt.targets.edgetpu.target import runtime_error, runtime_missing
 
     if not inventory.edgetpu:
         return Discovery((), missing=f"the device inventory {inventory.path} lists no Edge TPU "
