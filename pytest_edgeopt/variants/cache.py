@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pytest_edgeopt.atomic import atomic_write_bytes, atomic_write_json
-from pytest_edgeopt.versions import tool_versions
 
 if TYPE_CHECKING:
     from filelock import FileLock

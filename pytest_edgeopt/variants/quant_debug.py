@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -59,7 +57,17 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from pytest_edgeopt.model import ModelError, ModelUnderTest, score
-from pytest_edgeopt.tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
+from pytest_edgeopt.variants.debug_graph import (
+    LOST_CHANNEL,  # noqa: F401 (re-exported: rows count channels past it as lost)
+    QuantDebugError,
+    DebugGraph,
+    DirectGraph,
+    TensorStats,
+    channel_nsr,
+    debug_interpreter,
+    dequantize,
+    lockstep,
+)
 from pytest_edgeopt.variants.registry import (
     VARIANTS,
     BuildContext,
@@ -76,18 +84,10 @@ METHODS = {"int8": "numeric_verify", "int8_full": "numeric_verify", "int16x8": "
 SUGGEST_ERROR = 0.1
 #: At most this many of the worst nodes are suggested (each with the consumers it needs).
 SUGGEST_MAX = 3
-#: A channel whose noise-to-signal reaches this counts as lost.
-LOST_CHANNEL = 0.5
+#: Eval samples compared at most.
 DEFAULT_MAX_SAMPLES = 256
 #: Seconds the comparison runs may take; past it no further chunk of samples is started.
 DEFAULT_MAX_SECONDS = 30.0
-_CHUNK = 64  # samples per invoke at most (all intermediate tensors of a chunk are kept)
-_CHUNK_BYTES = 256 << 20  # ... and at most this much tensor memory per model
-_PASS_THROUGH = ("NumericVerify", "DEQUANTIZE")  # debug-only consumers in the debug model
-
-
-class QuantDebugError(Exception):
-    """The per-layer analysis could not run; the message says why."""
 
 
 class QuantDebugUnsupported(QuantDebugError):
@@ -130,7 +130,7 @@ class LayerError:
     short label (the Keras layer path of the fused ops); ``op``: the TFLite op type;
     ``error``: channel noise-to-signal (0..1), what rows are ranked by (for ``int16x8``:
     what this node adds to its inputs' ``accumulated_error``); ``lost_channels`` of
-    ``channels`` reach :data:`LOST_CHANNEL`; ``rmse_over_scale`` and ``range`` (the
+    ``channels`` reach :data:`~pytest_edgeopt.variants.debug_graph.LOST_CHANNEL`; ``rmse_over_scale`` and ``range`` (the
     integer range times the scale) as in TensorFlow's debugger guide; the debugger's
     default metrics over every element of every sample (float units; ``num_elements`` per
     sample); ``keep_float``: the
@@ -330,7 +330,7 @@ class _Budget:
     def run(self, models: Sequence[bytes], visit: Callable[[list[Any], int], None] | None) -> list[list[np.ndarray]]:
         """The first call runs within the time budget and fixes the samples later calls use."""
         deadline = None if self._fixed else time.perf_counter() + self.max_seconds
-        outputs, self.used = _lockstep(models, self.x[:self.used], visit, deadline)
+        outputs, self.used = lockstep(models, self.x[:self.used], visit, deadline)
         self._fixed = True
         return outputs
 
@@ -358,22 +358,22 @@ def _numeric_verify(ctx: BuildContext, run: _Budget, measure: bool) -> dict[str,
     debug = ptq.debug_model(debugger)
     fp32 = ctx.fp32()
 
-    graph = _DebugGraph(debug)
+    graph = DebugGraph(debug)
     if not graph.nodes:
         raise QuantDebugError(f"{mode}: the debug model has no quantized nodes to compare")
     # The signal a node's error is measured against: the fp32 model's value of the same
     # tensor (same name: the converter names it after the same fused ops) on the same inputs;
     # the debug model's float copy only when fp32 has no such tensor. The float copy is fed
     # the quantized upstream, so after a badly quantized layer it carries little signal.
-    fp32_index = {d["name"]: d["index"] for d in _interpreter(fp32, preserve=False).get_tensor_details()}
-    errors = {n.name: _Stats() for n in graph.nodes}
-    reference = {n.name: _Stats() for n in graph.nodes}
-    clean: dict[str, _Stats] = {}
+    fp32_index = {d["name"]: d["index"] for d in debug_interpreter(fp32, preserve=False).get_tensor_details()}
+    errors = {n.name: TensorStats() for n in graph.nodes}
+    reference = {n.name: TensorStats() for n in graph.nodes}
+    clean: dict[str, TensorStats] = {}
 
     def visit(interpreters: list[Any], count: int) -> None:
         dbg_it, fp_it = interpreters
         for node in graph.nodes:
-            q = _dequantize(dbg_it.get_tensor(node.q_index)[:count], node.scale, node.zero_point)
+            q = dequantize(dbg_it.get_tensor(node.q_index)[:count], node.scale, node.zero_point)
             f = dbg_it.get_tensor(node.f_index)[:count].astype(np.float32)
             errors[node.name].add(q - f)
             reference[node.name].add(f)
@@ -381,7 +381,7 @@ def _numeric_verify(ctx: BuildContext, run: _Budget, measure: bool) -> dict[str,
             if i is not None:
                 value = fp_it.get_tensor(i)[:count]
                 if value.shape == f.shape:
-                    clean.setdefault(node.name, _Stats()).add(value)
+                    clean.setdefault(node.name, TensorStats()).add(value)
 
     outputs = run.run([debug, fp32], visit)
     rows = []
@@ -437,22 +437,22 @@ def _direct(ctx: BuildContext, run: _Budget) -> dict[str, Any]:
 
     quantized = run_converter(ptq.configure_converter(ctx, ctx.spec.name), ctx.spec.name)
     fp32 = ctx.fp32()
-    graph = _DirectGraph(quantized, fp32)
+    graph = DirectGraph(quantized, fp32)
     if not graph.nodes:
         raise QuantDebugError(f"{ctx.spec.name}: no quantized tensor of the model matches a tensor of the fp32 model")
-    errors = {n.name: _Stats() for n in graph.nodes}
-    signal = {n.name: _Stats() for n in graph.nodes}
+    errors = {n.name: TensorStats() for n in graph.nodes}
+    signal = {n.name: TensorStats() for n in graph.nodes}
 
     def visit(interpreters: list[Any], count: int) -> None:
         q_it, fp_it = interpreters
         for node in graph.nodes:
-            q = _dequantize(q_it.get_tensor(node.q_index)[:count], node.scale, node.zero_point)
+            q = dequantize(q_it.get_tensor(node.q_index)[:count], node.scale, node.zero_point)
             f = fp_it.get_tensor(node.f_index)[:count].astype(np.float32)
             errors[node.name].add(q - f)
             signal[node.name].add(f)
 
     outputs = run.run([quantized, fp32], visit)
-    accumulated = {n.name: _channel_nsr(errors[n.name], signal[n.name])[0] for n in graph.nodes}
+    accumulated = {n.name: channel_nsr(errors[n.name], signal[n.name])[0] for n in graph.nodes}
     rows = []
     for node in graph.nodes:
         before = max((accumulated[i] for i in node.inputs if i in accumulated), default=0.0)
@@ -476,7 +476,7 @@ def _replace(row: LayerError, **changes: Any) -> LayerError:
 
 def _scores(ctx: BuildContext, fp32_outputs: list[np.ndarray], outputs: list[np.ndarray],
             y: np.ndarray | None) -> dict[str, Any]:
-    nsr, _, _ = _channel_nsr(_Stats.of(outputs[0] - fp32_outputs[0]), _Stats.of(fp32_outputs[0]))
+    nsr, _, _ = channel_nsr(TensorStats.of(outputs[0] - fp32_outputs[0]), TensorStats.of(fp32_outputs[0]))
     result: dict[str, Any] = {"output_error": nsr}
     if y is not None:
         result["metric"] = ctx.mut.metric_name
@@ -487,67 +487,9 @@ def _scores(ctx: BuildContext, fp32_outputs: list[np.ndarray], outputs: list[np.
     return result
 
 
-# -- statistics --------------------------------------------------------------------------
-
-
-class _Stats:
-    """Per-channel (last axis) running sums of a tensor over samples, in float64."""
-
-    def __init__(self) -> None:
-        self.n = 0  # values per channel
-        self.sum: np.ndarray | None = None
-        self.sq: np.ndarray | None = None
-        self.max_abs = 0.0
-
-    @classmethod
-    def of(cls, a: np.ndarray) -> "_Stats":
-        s = cls()
-        s.add(a)
-        return s
-
-    def add(self, a: np.ndarray) -> None:
-        a = np.asarray(a, dtype=np.float64)
-        flat = a.reshape(-1, a.shape[-1] if a.ndim else 1)
-        if self.sum is None:
-            self.sum = np.zeros(flat.shape[1])
-            self.sq = np.zeros(flat.shape[1])
-        self.n += flat.shape[0]
-        self.sum += flat.sum(axis=0)
-        self.sq += (flat * flat).sum(axis=0)
-        if flat.size:
-            self.max_abs = max(self.max_abs, float(np.abs(flat).max()))
-
-    @property
-    def channels(self) -> int:
-        return 0 if self.sum is None else len(self.sum)
-
-    def mean(self) -> np.ndarray:
-        assert self.sum is not None
-        return self.sum / max(self.n, 1)
-
-    def rms(self) -> np.ndarray:
-        assert self.sq is not None
-        return np.sqrt(self.sq / max(self.n, 1))
-
-    def std(self) -> np.ndarray:
-        return np.sqrt(np.maximum(self.rms() ** 2 - self.mean() ** 2, 0.0))
-
-
-def _channel_nsr(err: _Stats, sig: _Stats) -> tuple[float, int, int]:
-    """(mean capped noise-to-signal over varying channels, lost channels, channels)."""
-    if err.sum is None or sig.sum is None or err.channels != sig.channels:
-        return 0.0, 0, err.channels
-    std = sig.std()
-    live = std > max(float(std.max()) * 1e-6, 1e-12)
-    if not live.any():
-        return 0.0, 0, err.channels
-    nsr = np.minimum(err.rms()[live] / std[live], 1.0)
-    return float(nsr.mean()), int((nsr >= LOST_CHANNEL).sum()), err.channels
-
-
-def _row(name: str, op: str, err: _Stats, sig: _Stats, scale: float, zero_point: int, bits: int,
+def _row(name: str, op: str, err: TensorStats, sig: TensorStats, scale: float, zero_point: int, bits: int,
          samples: int, keep_float: tuple[str, ...]) -> LayerError:
-    error, lost, channels = _channel_nsr(err, sig)
+    error, lost, channels = channel_nsr(err, sig)
     n = err.n * err.channels
     total = float(err.sum.sum()) if err.sum is not None else 0.0
     sq = float(err.sq.sum()) if err.sq is not None else 0.0
@@ -560,171 +502,3 @@ def _row(name: str, op: str, err: _Stats, sig: _Stats, scale: float, zero_point:
         mean_error=mean, stddev=float(np.sqrt(max(mse - mean * mean, 0.0))), max_abs_error=err.max_abs,
         mean_squared_error=mse, scale=float(scale), zero_point=int(zero_point), keep_float=keep_float,
     )
-
-
-def _dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
-
-
-# -- graphs ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    name: str
-    op: str
-    q_index: int  # the quantized output
-    f_index: int  # the float value it is compared with
-    scale: float
-    zero_point: int
-    bits: int
-    inputs: tuple[str, ...] = ()  # nodes whose outputs this op reads (direct method)
-
-
-def _interpreter(model: bytes, preserve: bool = True) -> Any:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    with warnings.catch_warnings():  # "preserve_all_tensors is intended for debugging": it is
-        warnings.simplefilter("ignore")
-        return Interpreter(model_content=bytes(model), num_threads=1, experimental_preserve_all_tensors=preserve,
-                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-
-
-def _ops(it: Any) -> list[dict[str, Any]]:
-    # The op list is not public API; TensorFlow's QuantizationDebugger reads it the same way.
-    return list(it._get_ops_details())
-
-
-def _quant(detail: Mapping[str, Any]) -> tuple[float, int, int]:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    bits = np.dtype(detail["dtype"]).itemsize * 8
-    return float(scale), int(zero_point), bits
-
-
-class _DebugGraph:
-    """The NumericVerify'd nodes of a debug model and who consumes their outputs."""
-
-    def __init__(self, model: bytes) -> None:
-        from pytest_edgeopt.variants.ptq import numeric_verify_node
-
-        it = _interpreter(model, preserve=False)
-        self.tensors = {d["index"]: d for d in it.get_tensor_details()}
-        ops = _ops(it)
-        producer = {t: op for op in ops for t in op["outputs"]}
-        self.consumers: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for op in ops:
-            if op["op_name"] not in _PASS_THROUGH:
-                for t in op["inputs"]:
-                    self.consumers[int(t)].append(op)
-        self.nodes: list[_Node] = []
-        for op in ops:
-            if op["op_name"] != "NumericVerify" or len(op["inputs"]) < 2:
-                continue
-            q, f = (int(i) for i in op["inputs"][:2])
-            scale, zero_point, bits = _quant(self.tensors[q])
-            name = numeric_verify_node(self.tensors[int(op["outputs"][0])]["name"])
-            kind = producer[q]["op_name"] if q in producer else "?"
-            self.nodes.append(_Node(name, kind, q, f, scale, zero_point, bits))
-        self.by_q = {n.q_index: n for n in self.nodes}
-
-    def keep_float(self, node: _Node) -> tuple[str, ...]:
-        """The node and the nodes that consume its output, through ops that keep its scale
-        (pooling, reshapes): all must be float for the tensor never to be quantized."""
-        keep = [node.name]
-        stack, seen = [node.q_index], {node.q_index}
-        while stack:
-            t = stack.pop()
-            for op in self.consumers.get(t, ()):
-                for out in (int(o) for o in op["outputs"]):
-                    consumer = self.by_q.get(out)
-                    if consumer is not None and consumer.name not in keep:
-                        keep.append(consumer.name)
-                    if out not in seen and _quant(self.tensors[out])[:2] == _quant(self.tensors[t])[:2]:
-                        seen.add(out)
-                        stack.append(out)
-        return tuple(keep)
-
-
-class _DirectGraph:
-    """The ops of a quantized model whose outputs match fp32 tensors by name and shape."""
-
-    _SUFFIXES = ("_int16", "_int8")
-
-    def __init__(self, quantized: bytes, fp32: bytes) -> None:
-        q_it, f_it = _interpreter(quantized, preserve=False), _interpreter(fp32, preserve=False)
-        q_tensors = {d["index"]: d for d in q_it.get_tensor_details()}
-        f_by_name = {d["name"]: d for d in f_it.get_tensor_details()}
-        self.nodes: list[_Node] = []
-        node_of: dict[int, str] = {}
-        for op in _ops(q_it):
-            if op["op_name"] == "DEQUANTIZE" or len(op["outputs"]) != 1:
-                continue
-            out = int(op["outputs"][0])
-            detail = q_tensors[out]
-            scale, zero_point, bits = _quant(detail)
-            if not scale or not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
-                continue
-            name = detail["name"]
-            for suffix in self._SUFFIXES:
-                if name.endswith(suffix) and name[: -len(suffix)] in f_by_name:
-                    name = name[: -len(suffix)]
-            match = f_by_name.get(name)
-            if match is None or tuple(match["shape"]) != tuple(detail["shape"]):
-                continue
-            inputs = tuple(node_of[int(i)] for i in op["inputs"] if int(i) in node_of)
-            self.nodes.append(_Node(name, op["op_name"], out, int(match["index"]), scale, zero_point, bits, inputs))
-            node_of[out] = name
-
-
-# -- running -----------------------------------------------------------------------------
-
-
-def _lockstep(models: Sequence[bytes], x: np.ndarray, visit: Callable[[list[Any], int], None] | None,
-              deadline: float | None = None) -> tuple[list[list[np.ndarray]], int]:
-    """Run every model on the same chunks of ``x`` (all tensors kept when ``visit`` is
-    given) and call ``visit(interpreters, samples)`` after each chunk. Returns each model's
-    outputs as float arrays and how many samples ran: no chunk starts after ``deadline``
-    (a ``time.perf_counter()`` value), the first always runs."""
-    preserve = visit is not None
-    interpreters = [_interpreter(m, preserve) for m in models]
-    ios = [ModelIO.of_interpreter(it) for it in interpreters]
-    for io in ios:
-        if len(io.inputs) != 1:
-            raise QuantDebugError(f"the model has {len(io.inputs)} inputs; the analysis supports one")
-    chunk = 1
-    if all(io.inputs[0].shape and io.inputs[0].shape[0] == -1 for io in ios):
-        per_sample = max(_tensor_bytes(it) for it in interpreters) if preserve else 0
-        chunk = max(1, min(_CHUNK, _CHUNK_BYTES // max(per_sample, 1)))
-    collected: list[list[list[np.ndarray]]] = [[] for _ in models]
-    allocated: int | None = None
-    start = 0
-    while start < len(x) and (start == 0 or deadline is None or time.perf_counter() < deadline):
-        part = x[start:start + chunk]
-        if len(part) != allocated:
-            try:
-                for it, io in zip(interpreters, ios):
-                    it.resize_tensor_input(io.inputs[0].index, [len(part), *io.inputs[0].shape[1:]], strict=True)
-                    it.allocate_tensors()
-            except (RuntimeError, ValueError):
-                if chunk == 1:
-                    raise
-                interpreters = [_interpreter(m, preserve) for m in models]  # a fixed batch somewhere
-                chunk, allocated = 1, None
-                continue
-            allocated = len(part)
-        for it, io in zip(interpreters, ios):
-            spec: TensorSpec = io.inputs[0]
-            it.set_tensor(spec.index, to_model_input(part, spec))
-            it.invoke()
-        if visit is not None:
-            visit(interpreters, len(part))
-        for out, it, io in zip(collected, interpreters, ios):
-            out.append(outputs_to_float([it.get_tensor(o.index) for o in io.outputs], io.outputs))
-        start += len(part)
-    outputs = [[np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))] for chunks in collected]
-    return outputs, start
-
-
-def _tensor_bytes(it: Any) -> int:
-    """Bytes of all tensors of an interpreter at its current (one-sample) shapes."""
-    return sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in it.get_tensor_details())

@@ -39,20 +39,17 @@ next unmappable op on runs on the CPU. The report gives both fractions:
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 
 from pytest_edgeopt.targets.base import ModelIncompatible
+from pytest_edgeopt.targets.edgetpu.flatbuffer import Graph, read_model
+from pytest_edgeopt.targets.edgetpu.op_rules import EDGETPU_CUSTOM_OP, SUPPORTED_OPS, OpContext, check_op
 
 #: The page the rules come from.
 DOC_URL = "https://coral.ai/docs/edgetpu/models-intro/"
-
-#: The custom op the compiler emits for the part of a model that runs on the Edge TPU.
-EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
 # Statuses, worded as the compiler's operation log words them.
 STATUS_MAPPED = "Mapped to Edge TPU"
@@ -69,70 +66,6 @@ _KIND_STATUS = {
     "shape": STATUS_LIMITATION,
     "limit": STATUS_LIMITATION,
 }
-
-#: Supported builtin operators (TFLite names) and Coral's "known limitations" for each.
-SUPPORTED_OPS: Mapping[str, str] = {
-    "ADD": "",
-    "AVERAGE_POOL_2D": "No fused activation function.",
-    "CONCATENATION": (
-        "No fused activation function. If any input is a compile-time constant tensor, there must be "
-        "only 2 inputs, and this constant tensor must be all zeroes (effectively, a zero-padding op)."
-    ),
-    "CONV_2D": "Must use the same dilation in x and y dimensions.",
-    "DEPTHWISE_CONV_2D": "Must use the same dilation in x and y dimensions.",
-    "EXPAND_DIMS": "",
-    "FULLY_CONNECTED": (
-        "Only the default format is supported for fully-connected weights. Output tensor is one-dimensional."
-    ),
-    "L2_NORMALIZATION": "",
-    "LOGISTIC": "",
-    "LSTM": "Unidirectional LSTM only.",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "Unidirectional LSTM only.",
-    "MAXIMUM": "",
-    "MAX_POOL_2D": "No fused activation function.",
-    "MEAN": "No reduction in batch dimension. If a z-reduction, the z-dimension must be multiple of 4.",
-    "MINIMUM": "",
-    "MUL": "",
-    "PACK": "No packing in batch dimension.",
-    "PAD": "No padding in batch dimension.",
-    "PRELU": "Alpha must be 1-dimensional (only the innermost dimension can be >1 size).",
-    "QUANTIZE": "",
-    "REDUCE_MAX": "Cannot operate on the batch dimension.",
-    "REDUCE_MIN": "Cannot operate on the batch dimension.",
-    "RELU": "",
-    "RELU6": "",
-    "RELU_N1_TO_1": "",
-    "RESHAPE": "Certain reshapes might not be mapped for large tensor sizes.",
-    "RESIZE_BILINEAR": (
-        "Input/output is a 3-dimensional tensor. Depending on input/output size, this operation may not "
-        "be mapped to the Edge TPU to avoid loss in precision."
-    ),
-    "RESIZE_NEAREST_NEIGHBOR": (
-        "Input/output is a 3-dimensional tensor. Depending on input/output size, this operation may not "
-        "be mapped to the Edge TPU to avoid loss in precision."
-    ),
-    "RSQRT": "",
-    "SLICE": "",
-    "SOFTMAX": "Supports only 1-D input tensor with a max of 16,000 elements.",
-    "SPACE_TO_DEPTH": "",
-    "SPLIT": "No splitting in batch dimension.",
-    "SQUARED_DIFFERENCE": "",
-    "SQUEEZE": (
-        "Supported only when input tensor dimensions that have leading 1s (that is, no relayout needed)."
-    ),
-    "STRIDED_SLICE": (
-        "Supported only when all strides are equal to 1 (that is, effectively a Stride op), and with "
-        "ellipsis-axis-mask == 0, and new-axis-max == 0."
-    ),
-    "SUB": "",
-    "SUM": "Cannot operate on the batch dimension.",
-    "TANH": "",
-    "TRANSPOSE": "",
-    "TRANSPOSE_CONV": "",
-}
-
-SOFTMAX_MAX_ELEMENTS = 16_000
-
 
 # --- the report -------------------------------------------------------------------------
 
@@ -303,340 +236,6 @@ def _op_range(ops: Sequence[OpReport]) -> str:
     return f"ops #{ops[0].index}-#{ops[-1].index}"
 
 
-# --- reading the flatbuffer ---------------------------------------------------------------
-
-
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
-
-
-def _enum_names(cls: type) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-_NP_DTYPES = {
-    "float32": np.float32,
-    "float16": np.float16,
-    "int32": np.int32,
-    "uint8": np.uint8,
-    "int64": np.int64,
-    "int16": np.int16,
-    "int8": np.int8,
-    "float64": np.float64,
-    "uint32": np.uint32,
-    "uint16": np.uint16,
-}
-
-
-@dataclass(slots=True, eq=False)  # compared by identity
-class _Tensor:
-    index: int
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    signature: tuple[int, ...] | None
-    constant: bool
-    quantized: bool
-    raw: Any = field(default=None, repr=False)  # uint8 array or bytes of a constant
-
-    def values(self) -> np.ndarray | None:
-        """The constant's values (``None`` for activations or unknown types)."""
-        if self.raw is None or self.dtype not in _NP_DTYPES:
-            return None
-        arr = np.frombuffer(bytes(self.raw), dtype=_NP_DTYPES[self.dtype])
-        try:
-            return arr.reshape(self.shape) if self.shape else arr.reshape(())
-        except ValueError:
-            return arr
-
-
-class _Graph:
-    """The main subgraph of a model, with tensors resolved."""
-
-    def __init__(self, data: bytes):
-        schema = _schema()
-        self.schema = schema
-        m = schema.ModelT.InitFromPackedBuf(data, 0)
-        if not m.subgraphs:
-            raise ValueError("the .tflite model has no subgraph")
-        self.model = m
-        self.subgraph = m.subgraphs[0]
-        type_names = _enum_names(schema.TensorType)
-        self.op_names = _enum_names(schema.BuiltinOperator)
-        self.act_names = _enum_names(schema.ActivationFunctionType)
-        self.tensors: list[_Tensor] = []
-        for i, t in enumerate(self.subgraph.tensors or []):
-            buf = m.buffers[t.buffer] if m.buffers and 0 < t.buffer < len(m.buffers) else None
-            raw: Any = None
-            if buf is not None:
-                if buf.data is not None and len(buf.data) > 0:
-                    raw = buf.data  # a view; converted only when an axis or padding is read
-                elif buf.offset > 1 and buf.size > 0:  # large models keep buffers after the flatbuffer
-                    raw = data[buf.offset : buf.offset + buf.size]
-            q = t.quantization
-            quantized = q is not None and q.scale is not None and len(q.scale) > 0
-            shape = tuple(int(x) for x in (t.shape if t.shape is not None else ()))
-            sig = tuple(int(x) for x in t.shapeSignature) if t.shapeSignature is not None else None
-            name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name or f"#{i}")
-            dtype = type_names.get(t.type, f"type{t.type}").lower()
-            self.tensors.append(_Tensor(i, name, dtype, shape, sig, raw is not None, quantized, raw))
-
-    def op_name(self, op: Any) -> str:
-        code = self.model.operatorCodes[op.opcodeIndex]
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        name = self.op_names.get(builtin, f"BUILTIN_{builtin}")
-        if name == "CUSTOM":
-            custom = code.customCode
-            if isinstance(custom, bytes):
-                custom = custom.decode("utf-8", "replace")
-            return str(custom or "CUSTOM")
-        return name
-
-
-def _read(model: Path | str | bytes | bytearray | memoryview) -> bytes:
-    if isinstance(model, (str, os.PathLike)):
-        data = Path(model).read_bytes()
-    else:
-        data = bytes(model)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ValueError("not a TensorFlow Lite flatbuffer (no 'TFL3' identifier)")
-    return data
-
-
-# --- the rules ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Ctx:
-    g: _Graph
-    op: Any
-    name: str
-    inputs: list[_Tensor]  # in op order, optional (-1) inputs left out
-    outputs: list[_Tensor]
-
-    @property
-    def options(self) -> Any:
-        return self.op.builtinOptions
-
-    def input(self, i: int) -> _Tensor | None:
-        idx = self.op.inputs[i] if self.op.inputs is not None and i < len(self.op.inputs) else -1
-        return self.g.tensors[idx] if idx >= 0 else None
-
-
-def _role(t: _Tensor, ctx: _Ctx) -> str:
-    if t in ctx.outputs:
-        return "output"
-    return "constant" if t.constant else "input"
-
-
-def _tensor_reasons(ctx: _Ctx) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    seen: set[int] = set()
-    for t in [*ctx.inputs, *ctx.outputs]:
-        if t.index in seen:
-            continue
-        seen.add(t.index)
-        role = _role(t, ctx)
-        label = f"{role} tensor '{t.name}'"
-        n = len(out)
-        if t.dtype in ("int8", "uint8"):
-            if not t.quantized:
-                out.append(("dtype", f"{label} is {t.dtype} without quantization parameters"))
-        elif t.dtype == "int32":
-            if not t.constant:
-                out.append(("dtype", f"{label} is int32 (only constant int32 parameters such as biases map)"))
-        else:
-            out.append(("dtype", f"{label} is {t.dtype}"))
-        if t.constant or len(out) > n:
-            continue  # weights are 4-D by nature and fixed; a wrong type is reason enough
-        if t.signature is not None and any(d < 0 for d in t.signature[1:]):
-            out.append(("shape", f"{label} has a dynamic shape {list(t.signature)} (sizes must be constant)"))
-        if any(d > 1 for d in t.shape[:-3]):
-            out.append(
-                ("rank", f"{label} has shape {list(t.shape)}: only the 3 innermost dimensions may be larger than 1")
-            )
-    return out
-
-
-def _axes(t: _Tensor | None, rank: int) -> list[int] | None:
-    vals = t.values() if t is not None else None
-    if vals is None:
-        return None
-    return sorted({int(a) % rank for a in np.ravel(vals)}) if rank else []
-
-
-def _fused_none(ctx: _Ctx) -> list[str]:
-    act = getattr(ctx.options, "fusedActivationFunction", 0) or 0
-    if act:
-        return [f"{ctx.name} has a fused {ctx.g.act_names.get(act, act)} activation (no fused activation allowed)"]
-    return []
-
-
-def _same_dilation(ctx: _Ctx) -> list[str]:
-    o = ctx.options
-    if o is not None and o.dilationWFactor != o.dilationHFactor:
-        return [f"dilation differs in x ({o.dilationWFactor}) and y ({o.dilationHFactor})"]
-    return []
-
-
-def _fully_connected(ctx: _Ctx) -> list[str]:
-    reasons = []
-    o = ctx.options
-    if o is not None and o.weightsFormat != 0:
-        reasons.append("fully-connected weights are not in the default format")
-    for t in ctx.outputs:
-        if sum(d > 1 for d in t.shape) > 1:
-            reasons.append(f"output tensor '{t.name}' has shape {list(t.shape)}: the output must be one-dimensional")
-    return reasons
-
-
-def _concatenation(ctx: _Ctx) -> list[str]:
-    reasons = _fused_none(ctx)
-    consts = [t for t in ctx.inputs if t.constant]
-    if consts:
-        if len(ctx.inputs) != 2:
-            reasons.append(f"a constant input among {len(ctx.inputs)} inputs (only 2 inputs allowed with a constant)")
-        for t in consts:
-            v = t.values()
-            if v is not None and np.any(v != 0):
-                reasons.append(f"constant input tensor '{t.name}' is not all zeros")
-    return reasons
-
-
-def _no_batch_axis(what: str, data_input: int, axis_input: int) -> Callable[[_Ctx], list[str]]:
-    def check(ctx: _Ctx) -> list[str]:
-        x = ctx.input(data_input)
-        if x is None:
-            return []
-        axes = _axes(ctx.input(axis_input), len(x.shape))
-        if axes is not None and len(x.shape) == 4 and 0 in axes:
-            return [f"{ctx.name} {what} the batch dimension"]
-        return []
-
-    return check
-
-
-def _mean(ctx: _Ctx) -> list[str]:
-    reasons = _no_batch_axis("reduces over", 0, 1)(ctx)
-    x = ctx.input(0)
-    if x is not None and x.shape:
-        axes = _axes(ctx.input(1), len(x.shape))
-        z = x.shape[-1]
-        if axes is not None and len(x.shape) - 1 in axes and z % 4:
-            reasons.append(f"MEAN reduces the z dimension of size {z}, which is not a multiple of 4")
-    return reasons
-
-
-def _pad(ctx: _Ctx) -> list[str]:
-    x, p = ctx.input(0), ctx.input(1)
-    vals = p.values() if p is not None else None
-    if x is not None and vals is not None and len(x.shape) == 4 and np.size(vals) >= 2:
-        if np.any(np.reshape(vals, (-1, 2))[0] != 0):
-            return ["PAD pads the batch dimension"]
-    return []
-
-
-def _pack(ctx: _Ctx) -> list[str]:
-    o = ctx.options
-    if o is not None and ctx.outputs and len(ctx.outputs[0].shape) == 4 and o.axis % 4 == 0:
-        return ["PACK packs along the batch dimension"]
-    return []
-
-
-def _prelu(ctx: _Ctx) -> list[str]:
-    alpha = ctx.input(1)
-    if alpha is not None and any(d > 1 for d in alpha.shape[:-1]):
-        return [f"alpha tensor '{alpha.name}' has shape {list(alpha.shape)}: only its innermost dimension may be >1"]
-    return []
-
-
-def _softmax(ctx: _Ctx) -> list[str]:
-    x = ctx.input(0)
-    if x is None:
-        return []
-    reasons = []
-    if sum(d > 1 for d in x.shape) > 1:
-        reasons.append(f"SOFTMAX input '{x.name}' has shape {list(x.shape)}: only 1-D input is supported")
-    n = int(np.prod(x.shape)) if x.shape else 1
-    if n > SOFTMAX_MAX_ELEMENTS:
-        reasons.append(f"SOFTMAX input '{x.name}' has {n} elements (max {SOFTMAX_MAX_ELEMENTS})")
-    return reasons
-
-
-def _squeeze(ctx: _Ctx) -> list[str]:
-    x = ctx.input(0)
-    if x is None or not x.shape:
-        return []
-    rank = len(x.shape)
-    dims = list(getattr(ctx.options, "squeezeDims", None) or [])
-    axes = sorted({int(d) % rank for d in dims}) if dims else [i for i, d in enumerate(x.shape) if d == 1]
-    lead = 0
-    while lead < rank and x.shape[lead] == 1:
-        lead += 1
-    bad = [a for a in axes if a >= lead]
-    if bad:
-        return [f"SQUEEZE removes axis {bad[0]} of shape {list(x.shape)}: only leading 1s can be squeezed"]
-    return []
-
-
-def _strided_slice(ctx: _Ctx) -> list[str]:
-    reasons = []
-    strides = ctx.input(3)
-    vals = strides.values() if strides is not None else None
-    if vals is not None and np.any(vals != 1):
-        reasons.append(f"STRIDED_SLICE strides are {np.ravel(vals).tolist()} (all must be 1)")
-    o = ctx.options
-    if o is not None and o.ellipsisMask:
-        reasons.append("STRIDED_SLICE has an ellipsis mask")
-    if o is not None and o.newAxisMask:
-        reasons.append("STRIDED_SLICE has a new-axis mask")
-    return reasons
-
-
-_CHECKS: Mapping[str, Callable[[_Ctx], list[str]]] = {
-    "AVERAGE_POOL_2D": _fused_none,
-    "MAX_POOL_2D": _fused_none,
-    "CONCATENATION": _concatenation,
-    "CONV_2D": _same_dilation,
-    "DEPTHWISE_CONV_2D": _same_dilation,
-    "FULLY_CONNECTED": _fully_connected,
-    "MEAN": _mean,
-    "REDUCE_MAX": _no_batch_axis("reduces over", 0, 1),
-    "REDUCE_MIN": _no_batch_axis("reduces over", 0, 1),
-    "SUM": _no_batch_axis("reduces over", 0, 1),
-    "SPLIT": _no_batch_axis("splits along", 1, 0),
-    "PAD": _pad,
-    "PACK": _pack,
-    "PRELU": _prelu,
-    "SOFTMAX": _softmax,
-    "SQUEEZE": _squeeze,
-    "STRIDED_SLICE": _strided_slice,
-}
-
-
-_UNSUPPORTED_HINTS = {
-    "SHAPE": "; the model computes a shape at run time: convert it with a fixed batch size",
-    "DEQUANTIZE": "; float computation follows it: quantize the whole model to int8",
-    "WHILE": "; control flow does not map",
-    "IF": "; control flow does not map",
-}
-
-
-def _check_op(ctx: _Ctx) -> list[tuple[str, str]]:
-    if ctx.name == EDGETPU_CUSTOM_OP:
-        return []
-    if ctx.name not in SUPPORTED_OPS:
-        hint = _UNSUPPORTED_HINTS.get(ctx.name, "")
-        return [("op", f"{ctx.name} is not supported by the Edge TPU{hint}")]
-    reasons = _tensor_reasons(ctx)
-    check = _CHECKS.get(ctx.name)
-    if check is not None:
-        reasons += [("limit", r) for r in check(ctx)]
-    return reasons
-
-
 # --- entry points -------------------------------------------------------------------------
 
 
@@ -646,8 +245,8 @@ def analyze(model: Path | str | bytes | bytearray | memoryview) -> EdgeTpuReport
     Raises ``ValueError`` when the input is not a TFLite flatbuffer, ``OSError`` when
     the file cannot be read.
     """
-    data = _read(model)
-    g = _Graph(data)
+    data = read_model(model)
+    g = Graph(data)
     sub = g.subgraph
     names: list[str] = []
     reasons: list[list[tuple[str, str]]] = []
@@ -657,7 +256,7 @@ def analyze(model: Path | str | bytes | bytearray | memoryview) -> EdgeTpuReport
         ins = [g.tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0]
         outs = [g.tensors[i] for i in (op.outputs if op.outputs is not None else []) if i >= 0]
         names.append(name)
-        reasons.append(_check_op(_Ctx(g, op, name, ins, outs)))
+        reasons.append(check_op(OpContext(g, op, name, ins, outs)))
     for t in g.tensors:
         if not t.constant and t.signature and t.signature[0] < 0:
             batch_dynamic += 1
