@@ -25,7 +25,7 @@ ratio is the median of the block medians instead of the raw median (0.2% apart o
 
 Then, live on this machine (``--no-ab`` skips it; about 5 minutes), the A/B
 re-measurement the plugin uses to settle latency verdicts when both model files exist
-(:func:`pytest_edgeopt.runs.gate.ab_latency`): ``--ab-trials`` trials on each of
+(:func:`pytest_edgeopt.runs.abtest.ab_latency`): ``--ab-trials`` trials on each of
 ``--ab-models`` variant files from the cache, each file timed against itself (false alarm
 if called slower) and the same windows with one side's samples times ``--slowdown``.
 
@@ -54,9 +54,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_edgeopt.variants.cache import atomic_write_json  # noqa: E402
-from pytest_edgeopt.runs.gate import BLOCKS, block_medians, compare_runs, estimate_noise, observations  # noqa: E402
+from pytest_edgeopt.runs.gate import compare_runs, observations  # noqa: E402
+from pytest_edgeopt.runs.noise import BLOCKS, block_medians, estimate_noise  # noqa: E402
 from pytest_edgeopt.runs.store import machine  # noqa: E402
+from pytest_edgeopt.variants.cache import atomic_write_json  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data" / "gate_trust_runs.json"
 SUITE = ["examples/digits", "-p", "no:cacheprovider", "-q"]
@@ -71,7 +72,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
     """What the gate needs of one run: per measurement key, block medians (us), count, p50."""
     out = {}
     for key, obs in observations(doc).items():
-        samples = np.asarray(obs["latency"]["samples_us"], dtype=float)
+        samples = np.asarray(obs.observation.samples_us, dtype=float)
         out["/".join(key)] = {
             "samples": int(samples.size),
             "p50_us": round(float(np.median(samples)), 4),
@@ -202,7 +203,9 @@ def ab_live(models: list[Path], trials: int, tol: float, slowdown: float, alpha:
     """A/B trials on this machine, now: each trial re-measures one file against itself
     (false alarm if called a regression) and the same windows with the current side's
     samples times ``slowdown`` (detection)."""
-    from pytest_edgeopt.runs.gate import Tolerance, ab_latency, latency_exceeds
+    from pytest_edgeopt.runs.abtest import ab_latency
+    from pytest_edgeopt.runs.noise import latency_exceeds
+    from pytest_edgeopt.runs.tolerance import Tolerance
     from pytest_edgeopt.targets.base import LatencySettings
     from pytest_edgeopt.targets.cpu import CpuTarget
 

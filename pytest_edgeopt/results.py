@@ -1,5 +1,6 @@
-"""Typed results: latency statistics, a measurement of one variant on one target, and
-the JSON schema they are saved in. Plain Python (numpy only)."""
+"""Typed results: latency statistics and the observation of one variant on one target.
+Plain Python (numpy only). How they are saved (the run document and its schema version)
+is :mod:`pytest_edgeopt.runs.record`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-
-#: Version of the JSON written by ``--edgeopt-json`` (and saved runs).
-SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,3 +136,13 @@ def test_recommend_prints_the_variant_to_ship(storage: Path) -> None:
     assert " on cpu: " in lines[0] and "met every budget" in lines[0]
     assert any(line.strip().startswith("smallest file:") for line in lines)
     assert any(line.strip().startswith("fastest:") for line in lines)
+
+
+def test_compare_help_states_the_defaults_the_gate_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_edgeopt.runs.cli import main
+    from pytest_edgeopt.runs.noise import ALPHA, DEFAULT_NOISE
+
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"else {DEFAULT_NOISE:g})" in text and f"(default {ALPHA:g})" in text

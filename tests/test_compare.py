@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from pytest_edgeopt.runs.gate import (
-    Tolerance, ab_latency, block_medians, compare_runs, confirm_latency, estimate_noise, latency_change,
-    parse_tolerance, parse_tolerances, p50s_of,
-)
+from pytest_edgeopt.runs.abtest import ab_latency, confirm_latency
+from pytest_edgeopt.runs.gate import compare_runs, p50s_of
+from pytest_edgeopt.runs.noise import block_medians, estimate_noise, latency_change
+from pytest_edgeopt.runs.tolerance import Tolerance, parse_tolerance, parse_tolerances
 from run_docs import changed, real_doc, slowed, with_metadata, with_samples
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_edgeopt.runs.html import pareto_front, render_html, write_html
-from pytest_edgeopt.runs.terminal import merge
+from pytest_edgeopt.runs.charts import pareto_front
+from pytest_edgeopt.runs.html import render_html, write_html
+from pytest_edgeopt.runs.rows import merge
 
 DATA = Path(__file__).parent / "data" / "edgeopt_example_run.json"
 PNG = b"\x89PNG\r\n\x1a\n"

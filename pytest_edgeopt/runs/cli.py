@@ -20,9 +20,13 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from pytest_edgeopt.runs.record import RunRecord, where
 from pytest_edgeopt.runs.store import DEFAULT_STORAGE, RunNotFound, StoreWarning
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_edgeopt.runs.gate import Comparison
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
@@ -42,7 +46,7 @@ class _Progress:
 
 
 def _tolerance(expr: str) -> Any:
-    from pytest_edgeopt.runs.gate import parse_tolerance
+    from pytest_edgeopt.runs.tolerance import parse_tolerance
 
     try:
         return parse_tolerance(expr)
@@ -51,6 +55,8 @@ def _tolerance(expr: str) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pytest_edgeopt.runs.noise import ALPHA, DEFAULT_NOISE
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage", type=Path, default=None, metavar="DIR",
                         help=f"saved runs (default: $EDGEOPT_STORAGE or {DEFAULT_STORAGE})")
@@ -64,9 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--fail", action="append", type=_tolerance, default=[], metavar="EXPR",
                    help="tolerance that fails the comparison (repeatable): latency:5%%, latency:0.2ms, size:1%%, "
                         "compressed_size:1%%, accuracy:0.5pt")
-    c.add_argument("--alpha", type=float, default=None, help="significance level of the latency test (default 0.01)")
+    c.add_argument("--alpha", type=float, default=None, help=f"significance level of the latency test (default {ALPHA:g})")
     c.add_argument("--noise", type=float, default=None, metavar="SIGMA",
-                   help="between-run noise of log p50 (default: estimated from saved runs of the machine, else 0.02)")
+                   help="between-run noise of log p50 (default: estimated from saved runs of the machine, "
+                        f"else {DEFAULT_NOISE:g})")
     c.add_argument("--all", action="store_true", help="print every measurement's changes, not only the summary")
     r = sub.add_parser("report", parents=[common], help="write an HTML report of a run")
     r.add_argument("run", metavar="RUN")
@@ -87,11 +94,11 @@ def _storage(args: argparse.Namespace) -> Path:
     return args.storage or Path(os.environ.get("EDGEOPT_STORAGE") or DEFAULT_STORAGE)
 
 
-def _load(storage: Path, ref: str, progress: Callable[[str], None]) -> dict[str, Any]:
+def _load(storage: Path, ref: str, progress: Callable[[str], None]) -> RunRecord:
     from pytest_edgeopt.runs.store import load_run, resolve_run
 
     progress(f"loading {resolve_run(storage, ref).name}")
-    return load_run(storage, ref)
+    return RunRecord.from_dict(load_run(storage, ref))
 
 
 def cmd_list(args: argparse.Namespace, progress: _Progress) -> int:
@@ -114,7 +121,8 @@ def cmd_list(args: argparse.Namespace, progress: _Progress) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, progress: _Progress) -> int:
-    from pytest_edgeopt.runs.gate import ALPHA, compare_runs, estimate_noise, run_label
+    from pytest_edgeopt.runs.gate import compare_runs, run_label
+    from pytest_edgeopt.runs.noise import ALPHA, estimate_noise
     from pytest_edgeopt.runs.store import noise_history, resolve_run
 
     storage = _storage(args)
@@ -122,8 +130,7 @@ def cmd_compare(args: argparse.Namespace, progress: _Progress) -> int:
     cur = _load(storage, args.current, progress)
     history = None
     if args.noise is None:
-        number = (cur.get("run") or {}).get("number")
-        history = noise_history(storage, cur, before=number) if storage.is_dir() else []
+        history = noise_history(storage, cur, before=cur.number) if storage.is_dir() else []
         progress(f"latency noise from {len(history)} comparable saved runs"
                  + ("" if estimate_noise(history) is not None else " (too few: using the default)"))
     comparison = compare_runs(base, cur, args.fail, alpha=args.alpha or ALPHA, noise=args.noise, history=history,
@@ -137,14 +144,16 @@ def cmd_compare(args: argparse.Namespace, progress: _Progress) -> int:
     return EXIT_REGRESSION if comparison.failed else EXIT_OK
 
 
-def _print_rows(comparison: Any) -> None:
+def _signed_pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:+.2f}%"
+
+
+def _print_rows(comparison: Comparison) -> None:
     header = ("model", "variant", "where", "latency", "size", "gzip size", "accuracy")
     rows = []
     for r in comparison.rows:
-        where = r.target if r.device == "host" else f"{r.target}/{r.device}"
-        pct = lambda x: "" if x is None else f"{100 * x:+.2f}%"  # noqa: E731
         acc = "" if r.accuracy_change is None else f"{r.accuracy_change:+.2f} pt"
-        rows.append((r.model, r.variant, where, r.cell, pct(r.size_change), pct(r.compressed_size_change), acc))
+        rows.append((r.model, r.variant, where(r.target, r.device), r.cell, _signed_pct(r.size_change), _signed_pct(r.compressed_size_change), acc))
     if not rows:
         return
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
@@ -164,9 +173,8 @@ def cmd_report(args: argparse.Namespace, progress: _Progress) -> int:
     storage = _storage(args)
     doc = _load(storage, args.run, progress)
     history: list[dict[str, Any]] = []
-    number = (doc.get("run") or {}).get("number")
     if args.history > 0 and storage.is_dir():
-        history = load_run_docs(storage, progress=progress, before=number, limit=args.history)
+        history = load_run_docs(storage, progress=progress, before=doc.number, limit=args.history)
     progress(f"writing {args.html}")
     try:
         write_html(args.html, doc, history or None)
@@ -196,7 +204,7 @@ def cmd_recommend(args: argparse.Namespace, progress: _Progress) -> int:
     from pytest_edgeopt.runs.recommend import recommendation_lines
 
     doc = _load(_storage(args), args.run, progress)
-    lines = recommendation_lines(doc.get("measurements", []))
+    lines = recommendation_lines(t.to_dict() for t in doc.measurements)
     print("\n".join(lines) if lines else "no measurements in this run")
     return EXIT_OK
 

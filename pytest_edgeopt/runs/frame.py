@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from pytest_edgeopt.atomic import atomic_write_bytes
+from pytest_edgeopt.runs.record import ObservationRecord, RunRecord, TestRecord
 from pytest_edgeopt.runs.store import load_run_docs
 
 #: Column -> pandas dtype, in order.
@@ -57,9 +58,9 @@ COLUMNS: dict[str, str] = {
 }
 
 
-def _latency(obs: Mapping[str, Any]) -> dict[str, Any]:
+def _latency(obs: ObservationRecord) -> dict[str, Any]:
     """Latency statistics recomputed from the raw samples (never trusted from the summary)."""
-    samples = (obs.get("latency") or {}).get("samples_us")
+    samples = obs.samples_us
     if not samples:
         return {}
     x = np.asarray(samples, dtype=float)
@@ -70,43 +71,40 @@ def _latency(obs: Mapping[str, Any]) -> dict[str, Any]:
             "cv": stdev / mean if mean > 0 else np.nan}
 
 
-def _row(run: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
-    m = rec.get("measurement") or {}
-    built = rec.get("built") or {}
-    outcome = rec.get("outcome")
+def _row(run: Mapping[str, Any], rec: TestRecord) -> dict[str, Any]:
+    m = rec.measurement
+    built = rec.built or {}
+    outcome = rec.outcome
+    obs = m.observation if m else None
     row: dict[str, Any] = {
-        **run, "test": rec.get("test"), "outcome": outcome, "model": rec.get("model") or m.get("model"),
-        "variant": rec.get("variant"), "target": rec.get("target"), "device": rec.get("device"),
-        "size_bytes": m.get("size_bytes", built.get("size_bytes")),
-        "compressed_size_bytes": m.get("compressed_size_bytes", built.get("compressed_size_bytes")),
+        **run, "test": rec.test, "outcome": outcome, "model": rec.model or (obs.model if obs else None),
+        "variant": rec.variant, "target": rec.target, "device": rec.device,
+        "size_bytes": obs.size_bytes if obs else built.get("size_bytes"),
+        "compressed_size_bytes": obs.compressed_size_bytes if obs else built.get("compressed_size_bytes"),
         "passed": None if outcome == "skipped" else outcome == "passed",
+        "budgets_passed": m.budgets_passed if m else None,
     }
-    checks = m.get("budget_checks") or []
-    row["budgets_passed"] = all(c.get("passed") for c in checks) if checks else None
-    if m:
-        base = m.get("baseline") or m
-        lat, blat = _latency(m), _latency(base)
+    if m is not None and obs is not None:
+        base = m.baseline or obs
+        lat, blat = _latency(obs), _latency(base)
         row.update(lat)
         row["baseline_p50_ms"] = blat.get("p50_ms")
         if lat.get("p50_ms") and blat.get("p50_ms"):
             row["speedup"] = blat["p50_ms"] / lat["p50_ms"]
-        if base.get("size_bytes"):
-            row["size_reduction"] = 1 - m["size_bytes"] / base["size_bytes"]
-        if base.get("compressed_size_bytes"):
-            row["compressed_size_reduction"] = 1 - m["compressed_size_bytes"] / base["compressed_size_bytes"]
-        acc, bacc = m.get("accuracy"), base.get("accuracy")
+        if base.size_bytes:
+            row["size_reduction"] = 1 - (obs.size_bytes or 0) / base.size_bytes
+        if base.compressed_size_bytes:
+            row["compressed_size_reduction"] = 1 - (obs.compressed_size_bytes or 0) / base.compressed_size_bytes
+        acc, bacc = obs.accuracy, base.accuracy
         if acc:
-            row.update(metric_name=acc.get("metric"), metric=acc.get("value"), eval_samples=acc.get("samples"))
-            if bacc and bacc.get("metric") == acc.get("metric"):
-                row["drop"] = bacc["value"] - acc["value"]
+            row.update(metric_name=acc.metric, metric=acc.value, eval_samples=acc.samples)
+            if bacc and bacc.metric == acc.metric and bacc.value is not None and acc.value is not None:
+                row["drop"] = bacc.value - acc.value
     return row
 
 
-def _run_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
-    run = doc.get("run") or {}
-    git = (doc.get("metadata") or {}).get("git") or {}
-    return {"run": run.get("number"), "run_name": run.get("name"), "time": run.get("saved") or doc.get("created"),
-            "commit": run.get("commit", git.get("commit")), "dirty": run.get("dirty", git.get("dirty"))}
+def _run_fields(doc: RunRecord) -> dict[str, Any]:
+    return {"run": doc.number, "run_name": doc.name, "time": doc.time, "commit": doc.commit, "dirty": doc.dirty}
 
 
 def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -119,17 +117,18 @@ def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def frame_of(doc: Mapping[str, Any]) -> pd.DataFrame:
-    """One run document (a saved run or an ``--edgeopt-json`` file) as a typed DataFrame."""
-    run = _run_fields(doc)
-    return _typed([_row(run, rec) for rec in doc.get("measurements") or []])
+def frame_of(doc: RunRecord | Mapping[str, Any]) -> pd.DataFrame:
+    """One run (a saved run or an ``--edgeopt-json`` document, or its record) as a typed DataFrame."""
+    return frame_of_docs([doc])
 
 
-def frame_of_docs(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def frame_of_docs(docs: Iterable[RunRecord | Mapping[str, Any]]) -> pd.DataFrame:
+    """Runs (records or documents) as one typed DataFrame, in the order given."""
     rows = []
     for doc in docs:
-        run = _run_fields(doc)
-        rows += [_row(run, rec) for rec in doc.get("measurements") or []]
+        record = RunRecord.of(doc)
+        run = _run_fields(record)
+        rows += [_row(run, rec) for rec in record.measurements]
     return _typed(rows)
 
 
@@ -145,7 +144,7 @@ class ExportError(RuntimeError):
     """The export cannot be written in the format asked for (the message says what to do)."""
 
 
-def export(doc: Mapping[str, Any], path: str | Path) -> Path:
+def export(doc: RunRecord | Mapping[str, Any], path: str | Path) -> Path:
     """Write :func:`frame_of` ``doc`` to ``path``, atomically: Parquet for a ``.parquet``
     suffix (needs pyarrow, else :class:`ExportError`), CSV for ``.csv`` (``ValueError`` for
     any other suffix). Raw samples are not exported (the saved run keeps them)."""

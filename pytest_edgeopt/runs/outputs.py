@@ -47,8 +47,8 @@ def prepare(settings: OutputSettings) -> Gate | None:
         if settings.tolerances:
             raise ValueError("--edgeopt-compare-fail needs --edgeopt-compare[=NAME|last] to pick the baseline run")
         return None
-    from pytest_edgeopt.runs.gate import parse_tolerances
     from pytest_edgeopt.runs.store import RunNotFound, resolve_run
+    from pytest_edgeopt.runs.tolerance import parse_tolerances
 
     tolerances = tuple(parse_tolerances(settings.tolerances).values())
     try:
@@ -92,7 +92,8 @@ def finish(doc: dict[str, Any], settings: OutputSettings, gate: Gate | None, edg
     doc["metadata"] = run_metadata(root)
     comparison = None
     if gate is not None:
-        from pytest_edgeopt.runs.gate import compare_runs, confirm_latency
+        from pytest_edgeopt.runs.abtest import confirm_latency
+        from pytest_edgeopt.runs.gate import compare_runs
         from pytest_edgeopt.runs.store import load_run, noise_history
 
         progress(f"comparing with {gate.baseline.name}")

@@ -4,7 +4,7 @@ budget, and among them the smallest and the fastest, with the accuracy each keep
 This turns the decision tree of TensorFlow's optimization guide (post-training
 quantization first; quantization-aware training when accuracy or latency fall short;
 pruning or clustering to shrink the download) into a measured answer. Plain Python over
-session records (see :mod:`pytest_edgeopt.runs.terminal`).
+session records (see :mod:`pytest_edgeopt.runs.rows`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from pytest_edgeopt.runs.terminal import merge
+from pytest_edgeopt.runs.record import where
+from pytest_edgeopt.runs.rows import merge
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,7 @@ class Recommendation:
         }
 
     def lines(self) -> list[str]:
-        where = self.target if not self.device or self.device == "host" else f"{self.target}/{self.device}"
-        head = f"{self.model} on {where}: "
+        head = f"{self.model} on {where(self.target, self.device)}: "
         if not self.passing:
             return [head + f"no variant met its budgets ({len(self.failing)} failed)"]
         out = [head + f"{len(self.passing)} variant(s) met every budget: {', '.join(c.variant for c in self.passing)}"]
@@ -86,7 +86,7 @@ def recommend(records: Iterable[Mapping[str, Any]]) -> list[Recommendation]:
     A variant passes when every test that measured it on that target passed; the fp32
     baseline is a candidate like the others (when nothing beats it, ship it).
     """
-    groups: dict[tuple[str, str, str | None], dict[str, list]] = {}
+    groups: dict[tuple[str, str, str | None], dict[str, list[Any]]] = {}
     for row in merge(records):
         if not row.get("measurement") or row["result"] == "base":
             continue
@@ -109,6 +109,7 @@ def recommend(records: Iterable[Mapping[str, Any]]) -> list[Recommendation]:
 
 
 def recommendation_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The ``edgeopt recommendation`` section: :meth:`Recommendation.lines` of each."""
     lines: list[str] = []
     for rec in recommend(records):
         lines += rec.lines()

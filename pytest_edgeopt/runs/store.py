@@ -31,7 +31,7 @@ import subprocess
 import sys
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata as _metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -39,9 +39,9 @@ from typing import Any, Callable, Mapping
 from filelock import FileLock
 
 from pytest_edgeopt.atomic import atomic_write_bytes
-from pytest_edgeopt.versions import tool_versions
 from pytest_edgeopt.runs.gate import p50s_of
-from pytest_edgeopt.results import SCHEMA_VERSION
+from pytest_edgeopt.runs.record import RunMetadata, RunRecord, RunSummary, SchemaError, check_schema
+from pytest_edgeopt.versions import tool_versions
 
 #: Where runs are saved unless ``--edgeopt-storage`` says otherwise (relative to the rootdir).
 DEFAULT_STORAGE = Path(".edgeopt") / "runs"
@@ -183,26 +183,23 @@ def run_metadata(root: Path | None = None) -> dict[str, Any]:
     }
 
 
-def devices_of(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+def devices_of(doc: RunRecord | Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each (target, device) the document measured on, once: ``target``, ``kind``, ``id``,
     ``label``, ``details`` (identity: model, serial, ABI...) and ``conditions`` (the
     measurement settings the target reported, e.g. threads, delegate, affinity mask)."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for rec in doc.get("measurements") or []:
-        m = rec.get("measurement")
-        if not m:
-            continue
-        for obs in (m, m.get("baseline") or {}):
-            dev = obs.get("device") or {}
-            key = (str(obs.get("target")), str(dev.get("id")))
-            if key in seen or obs.get("target") is None:
+    for m in RunRecord.of(doc).measured():
+        for obs in (m.observation, m.baseline):
+            if obs is None or obs.target is None:
                 continue
-            extras = obs.get("extras") or {}
-            conditions = {k: extras[k] for k in ("threads", "op_resolver", "delegate", "affinity_mask", "library")
-                          if k in extras}
-            seen[key] = {"target": obs["target"], "kind": dev.get("kind"), "id": dev.get("id"),
-                         "label": dev.get("label"), "details": dict(dev.get("details") or {}),
-                         "conditions": conditions}
+            dev = obs.device
+            key = (str(obs.target), str(dev.id))
+            if key in seen:
+                continue
+            conditions = {k: obs.extras[k] for k in ("threads", "op_resolver", "delegate", "affinity_mask", "library")
+                          if k in obs.extras}
+            seen[key] = {"target": obs.target, "kind": dev.kind, "id": dev.id, "label": dev.label,
+                         "details": dict(dev.details), "conditions": conditions}
     return [seen[k] for k in sorted(seen)]
 
 
@@ -262,9 +259,10 @@ def _encode(doc: Mapping[str, Any]) -> bytes:
     return gzip.compress(text.encode(), compresslevel=1, mtime=0)
 
 
-def save_run(storage: Path, doc: Mapping[str, Any], name: str | None = None, *,
+def save_run(storage: Path, doc: RunRecord | Mapping[str, Any], name: str | None = None, *,
              root: Path | None = None, now: _dt.datetime | None = None) -> Path:
-    """Save ``doc`` (an ``--edgeopt-json`` document) as the next run in ``storage``; return its path.
+    """Save ``doc`` (a run record or ``--edgeopt-json`` document) as the next run in ``storage``;
+    return its path.
 
     Adds ``run``, ``metadata`` (:func:`run_metadata` for ``root``, unless ``doc`` has one)
     and ``devices``. Raises ``ValueError`` for an invalid ``name`` (see :func:`validate_name`)
@@ -273,10 +271,11 @@ def save_run(storage: Path, doc: Mapping[str, Any], name: str | None = None, *,
     """
     if name is not None:
         validate_name(name)
+    record = RunRecord.of(doc)
     storage = Path(storage)
     storage.mkdir(parents=True, exist_ok=True)
     now = (now or _dt.datetime.now(_dt.timezone.utc)).astimezone(_dt.timezone.utc)
-    meta = doc.get("metadata") or run_metadata(root)
+    meta = record.metadata or RunMetadata.from_dict(run_metadata(root))
     with FileLock(str(storage / ".lock")):
         # Writers hold the lock while writing: a temporary file seen now was left by a killed one.
         for orphan in storage.glob(f".*{SUFFIX}.*.tmp"):
@@ -285,16 +284,15 @@ def save_run(storage: Path, doc: Mapping[str, Any], name: str | None = None, *,
         number = (files[-1][0] + 1) if files else 1
         stamp = now.strftime(_TIME_FORMAT)
         path = storage / (f"{number:04d}_{name}_{stamp}{SUFFIX}" if name else f"{number:04d}_{stamp}{SUFFIX}")
-        git = meta.get("git") or {}
-        run = {"number": number, "name": name, "saved": now.isoformat(timespec="seconds"),
-               "commit": git.get("commit"), "dirty": git.get("dirty"), "totals": dict(doc.get("totals") or {}),
-               # For noise estimates over many runs without reading their samples.
-               "latency_settings": (doc.get("settings") or {}).get("latency"), "p50_ms": p50s_of(doc)}
-        rest = {k: v for k, v in doc.items() if k not in ("schema", "run", "metadata", "devices")}
-        # "run" comes first so listings parse only the head of the file.
-        full = {"schema": doc.get("schema", SCHEMA_VERSION), "run": run, "metadata": meta,
-                "devices": devices_of(doc), **rest}
-        atomic_write_bytes(path, _encode(full))
+        git = meta.git
+        run = RunSummary(number=number, name=name, saved=now.isoformat(timespec="seconds"),
+                         commit=git.commit if git else None, dirty=git.dirty if git else None,
+                         totals=dict(record.totals),
+                         # For noise estimates over many runs without reading their samples.
+                         latency_settings=record.settings.get("latency"), p50_ms=p50s_of(record))
+        # "run" comes first (RunRecord.to_dict) so listings parse only the head of the file.
+        full = replace(record, run=run, metadata=meta, devices=tuple(devices_of(record)))
+        atomic_write_bytes(path, _encode(full.to_dict()))
     return path
 
 
@@ -317,16 +315,23 @@ def _text(path: Path) -> tuple[str, bool]:
 
 
 def _check(doc: Any) -> dict[str, Any]:
-    if not isinstance(doc, dict) or not isinstance(doc.get("measurements"), list):
-        raise _Unreadable("not an edgeopt run (no 'measurements' list)")
-    _check_schema(doc.get("schema"))
-    return doc
+    """``doc`` when it reads as a :class:`~pytest_edgeopt.runs.record.RunRecord`."""
+    _record(doc)
+    return doc  # type: ignore[no-any-return]
+
+
+def _record(doc: Any) -> RunRecord:
+    try:
+        return RunRecord.from_dict(doc)
+    except ValueError as exc:  # SchemaError among them
+        raise _Unreadable(str(exc)) from None
 
 
 def _check_schema(schema: Any) -> None:
-    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
-        raise _Unreadable(f"schema {schema!r} is not one this pytest-edgeopt reads (<= {SCHEMA_VERSION}); "
-                          "upgrade pytest-edgeopt")
+    try:
+        check_schema(schema)
+    except SchemaError as exc:
+        raise _Unreadable(str(exc)) from None
 
 
 def _parse(path: Path) -> dict[str, Any]:
@@ -348,10 +353,10 @@ def read_run(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read run {path}: {exc}") from None
 
 
-def _head(path: Path) -> dict[str, Any]:
-    """``schema``, ``run`` and ``metadata`` of a saved run. A compressed file written by
-    :func:`save_run` starts with them, so only its head is parsed (decompressing it whole
-    still checks its integrity); anything else is parsed whole."""
+def _head(path: Path) -> RunRecord:
+    """``schema``, ``run`` and ``metadata`` of a saved run (its ``measurements`` left out).
+    A compressed file written by :func:`save_run` starts with them, so only its head is
+    parsed (decompressing it whole still checks its integrity); anything else is parsed whole."""
     text, packed = _text(path)
     head = '{"schema":'
     if packed and text.startswith(head):
@@ -368,11 +373,20 @@ def _head(path: Path) -> dict[str, Any]:
             pass
         else:
             _check_schema(out["schema"])
-            return out
+            return RunRecord(schema=out["schema"], run=_opt_run(out["run"]), metadata=_opt_meta(out["metadata"]))
     try:
-        return _check(json.loads(text))
+        doc = json.loads(text)
     except ValueError as exc:
         raise _Unreadable(f"invalid JSON: {exc}") from None
+    return replace(_record(doc), measurements=())
+
+
+def _opt_run(d: Any) -> RunSummary | None:
+    return RunSummary.from_dict(d) if isinstance(d, Mapping) else None
+
+
+def _opt_meta(d: Any) -> RunMetadata | None:
+    return RunMetadata.from_dict(d) if isinstance(d, Mapping) else None
 
 
 def _warn_skip(path: Path, why: str) -> None:
@@ -395,11 +409,8 @@ def list_runs(storage: Path, progress: Callable[[str], None] | None = None) -> l
         except _Unreadable as exc:
             _warn_skip(path, str(exc))
             continue
-        run = head.get("run") or {}
-        git = (head.get("metadata") or {}).get("git") or {}
-        out.append(RunInfo(number=number, name=name, time=when, path=path,
-                           commit=run.get("commit", git.get("commit")), dirty=run.get("dirty", git.get("dirty")),
-                           totals=dict(run.get("totals") or {})))
+        out.append(RunInfo(number=number, name=name, time=when, path=path, commit=head.commit, dirty=head.dirty,
+                           totals=dict(head.run.totals) if head.run else {}))
     return out
 
 
@@ -486,17 +497,18 @@ def load_run_docs(storage: Path, progress: Callable[[str], None] | None = None,
 SAME_MACHINE = ("cpu_model", "cores", "arch", "os", "hostname")
 
 
-def noise_history(storage: Path, like: Mapping[str, Any], limit: int = 20,
+def noise_history(storage: Path, like: RunRecord | Mapping[str, Any], limit: int = 20,
                   before: int | None = None) -> list[dict[str, float]]:
     """p50s (measurement key -> ms) of the last ``limit`` saved runs made like ``like``
     (a run document with ``metadata``: same machine, Python, packages and latency
     settings), oldest first, numbered below ``before`` when given: the input of
-    :func:`pytest_edgeopt.runs.gate.estimate_noise`. Empty when ``like`` has no metadata."""
-    meta = like.get("metadata") or {}
-    if not meta:
+    :func:`pytest_edgeopt.runs.noise.estimate_noise`. Empty when ``like`` has no metadata."""
+    like_run = RunRecord.of(like)
+    meta = like_run.metadata
+    if meta is None or not meta.to_dict():
         return []
-    machine_ = meta.get("machine") or {}
-    settings = (like.get("settings") or {}).get("latency")
+    machine_ = meta.machine or {}
+    settings = like_run.settings.get("latency")
     out: list[dict[str, float]] = []
     for number, _name, _when, path in _run_files(Path(storage)):
         if before is not None and number >= before:
@@ -505,12 +517,12 @@ def noise_history(storage: Path, like: Mapping[str, Any], limit: int = 20,
             head = _head(path)
         except _Unreadable:
             continue  # list_runs warns about it
-        run, m = head.get("run") or {}, head.get("metadata") or {}
-        if any((m.get("machine") or {}).get(f) != machine_.get(f) for f in SAME_MACHINE):
+        run, m = head.run or RunSummary(), head.metadata or RunMetadata()
+        if any((m.machine or {}).get(f) != machine_.get(f) for f in SAME_MACHINE):
             continue
-        if m.get("packages") != meta.get("packages") or m.get("python") != meta.get("python"):
+        if m.packages != meta.packages or m.python != meta.python:
             continue
-        if run.get("latency_settings") != settings or not run.get("p50_ms"):
+        if run.latency_settings != settings or not run.p50_ms:
             continue
-        out.append(dict(run["p50_ms"]))
+        out.append(dict(run.p50_ms))
     return out[-limit:] if limit > 0 else []

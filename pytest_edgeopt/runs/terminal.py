@@ -1,121 +1,29 @@
-"""Session records -> the terminal table and the ``--edgeopt-json`` file.
-
-A *record* is a plain dict made per test item (it crosses from pytest-xdist workers to the
-controller inside the test report): ``test`` (node id), ``outcome`` (passed, failed,
-skipped), ``model``, ``variant``, ``target``, ``device``, ``reason`` (skip or failure
-text), and ``measurement`` (``Measurement.to_dict()``, or ``None`` when nothing was measured).
-"""
+"""Session records -> the lines printed at the end of a session: the variant x target table
+(:func:`table_lines`) and the per-device section (:func:`device_lines`). Session records
+and their rows are described in :mod:`pytest_edgeopt.runs.rows`."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import copy
-import functools
-import json
-import platform
-import sys
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from pytest_edgeopt.atomic import atomic_write_json
-from pytest_edgeopt.versions import tool_versions
-from pytest_edgeopt.results import SCHEMA_VERSION
-from pytest_edgeopt.variants.registry import VARIANTS
+from pytest_edgeopt.runs.record import where as where_label
+from pytest_edgeopt.runs.rows import merge, row_key, totals
 
-_ORDER = {name: i for i, name in enumerate(VARIANTS)}
-
-
-def _row_key(r: Mapping[str, Any]) -> tuple:
-    return (r.get("model") or "", r.get("target") or "", r.get("device") or "",
-            _ORDER.get(r.get("variant") or "", 999), r.get("variant") or "")
-
-
-def merge(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, variant, target, device): the measurement, and ``result``
-    ``PASS`` when every test of it passed, ``FAIL`` when one failed, ``SKIP`` with the
-    reason when none measured it."""
-    rows: dict[tuple, dict[str, Any]] = {}
-    records = list(records)
-    for r in records:
-        # The fp32 baseline every measurement was compared with gets a row of its own.
-        m = r.get("measurement")
-        if m and m["variant"] != "fp32":
-            b = m["baseline"]
-            dev = b.get("device") or {}
-            base = {"model": r.get("model"), "variant": "fp32", "target": b["target"],
-                    "device": dev.get("label") or dev.get("id")}
-            key = _row_key(base)
-            if key not in rows:
-                rows[key] = {**base, "tests": 0, "failed": 0, "skipped": 0, "baseline_only": True,
-                             "measurement": {**m["baseline"], "derived": _baseline_derived(m["baseline"])}}
-    for r in records:
-        key = _row_key(r)
-        row = rows.setdefault(key, {**r, "tests": 0, "failed": 0, "skipped": 0})
-        row.pop("baseline_only", None)
-        row["tests"] += 1
-        row["failed"] += r["outcome"] == "failed"
-        row["skipped"] += r["outcome"] == "skipped"
-        if r.get("measurement") and not row.get("measurement"):
-            row["measurement"] = r["measurement"]
-        if r["outcome"] != "passed" and r.get("reason") and not row.get("why"):
-            row["why"] = r["reason"]
-    out = []
-    for key in sorted(rows):
-        row = rows[key]
-        if row.get("baseline_only"):
-            row["result"] = "base"
-        else:
-            row["result"] = "FAIL" if row["failed"] else ("SKIP" if row["skipped"] == row["tests"] else "PASS")
-        out.append(row)
-    return out
-
-
-def _baseline_derived(b: Mapping[str, Any]) -> dict[str, Any]:
-    """The derived figures of an fp32 baseline against itself."""
-    acc = b.get("accuracy")
-    lat = b["latency"]
-    return {"size_bytes": b["size_bytes"], "compressed_size_bytes": b["compressed_size_bytes"], "size_reduction": 0.0,
-            "p50_ms": lat["p50_ms"], "speedup": 1.0, "metric_name": acc and acc["metric"],
-            "metric": acc and acc["value"], "accuracy_drop": 0.0 if acc else None,
-            "from_cache": b.get("from_cache"), "build_seconds": b.get("build_seconds", 0.0)}
-
-
-def totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts over the session: items per outcome, variants built vs taken from the cache
-    (baselines included), and the build phase's wall time in seconds (summed over workers)."""
-    records = list(records)
-    seen: dict[tuple, bool] = {}
-    for r in records:
-        m = r.get("measurement")
-        if m:
-            for o in (m, m["baseline"]):
-                seen[(o["model"], o["variant"], json_key(o.get("recipe")))] = bool(o["from_cache"])
-        elif r.get("built"):
-            seen[(r.get("model"), r["variant"], json_key(r["built"].get("recipe")))] = bool(r["built"]["from_cache"])
-    return {
-        "items": len(records),
-        "passed": sum(r["outcome"] == "passed" for r in records),
-        "failed": sum(r["outcome"] == "failed" for r in records),
-        "skipped": sum(r["outcome"] == "skipped" for r in records),
-        "variants_built": sum(not hit for hit in seen.values()),
-        "variants_from_cache": sum(seen.values()),
-        "build_phase_s": sum(float(r.get("build_wall_s") or 0.0) for r in records),
-    }
-
-
-def json_key(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_edgeopt.runs.gate import Comparison
 
 
 def kib(n: float | None) -> str:
+    """Bytes as KiB with one decimal and thousands separators (empty for ``None``)."""
     return "" if n is None else f"{n / 1024:,.1f}"
 
 
 def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal (empty for ``None``)."""
     return "" if x is None else f"{100 * x:.1f}%"
 
 
-def table_lines(records: Iterable[Mapping[str, Any]], comparison: Any = None) -> list[str]:
+def table_lines(records: Iterable[Mapping[str, Any]], comparison: Comparison | None = None) -> list[str]:
     """The variant x target table printed at the end of the session; with a ``comparison``
     (:class:`pytest_edgeopt.runs.gate.Comparison`) a column of changes against the baseline run."""
     records = list(records)
@@ -127,9 +35,7 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Any = None) ->
     body: list[list[str]] = []
     notes: list[str] = []
     for row in rows:
-        where = row.get("target") or "-"
-        if row.get("device") and row["device"] != "host":
-            where = f"{where}/{row['device']}"
+        where = where_label(row.get("target"), row.get("device"))
         m = row.get("measurement")
         if m:
             d = m["derived"]
@@ -172,6 +78,7 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Any = None) ->
 
 
 def first_line(text: Any) -> str:
+    """The first non-blank line of ``text`` (stripped; empty for nothing)."""
     stripped = str(text or "").strip()
     return stripped.splitlines()[0] if stripped else ""
 
@@ -182,7 +89,7 @@ def device_summary(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
     line of each distinct failure and skip reason with its count, and the ``conditions``
     of its last measurement (:mod:`pytest_edgeopt.farm.health`)."""
     devices: dict[str, dict[str, Any]] = {}
-    for r in sorted(records, key=lambda r: (_row_key(r), r.get("test") or "")):
+    for r in sorted(records, key=lambda r: (row_key(r), r.get("test") or "")):
         target = r.get("target")
         if not target:
             continue
@@ -234,43 +141,3 @@ def device_lines(records: Iterable[Mapping[str, Any]], required: Iterable[str] =
         if mine and not any(r.get("measurement") for r in mine):
             lines.append(f"required target {target}: no healthy device measured it (reasons above)")
     return lines
-
-
-@functools.cache
-def environment() -> dict[str, Any]:
-    """Python, platform and package versions (recorded with every saved result)."""
-    from importlib import metadata
-
-    packages = dict(tool_versions())
-    for dist in ("pytest", "pytest-edgeopt", "numpy"):
-        try:
-            packages[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            packages[dist] = None
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-            "packages": packages}
-
-
-def _recommend(records: list[Mapping[str, Any]]) -> list:
-    from pytest_edgeopt.runs.recommend import recommend  # recommend builds on merge() above
-
-    return recommend(records)
-
-
-def document(records: list[Mapping[str, Any]], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The session as one JSON-ready document (what ``--edgeopt-json``, saved runs and the
-    HTML report hold)."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": dict(settings),
-        "environment": copy.deepcopy(environment()),
-        "totals": totals(records),
-        "recommendations": [r.to_dict() for r in _recommend(records)],
-        "measurements": sorted(records, key=lambda r: (_row_key(r), r["test"])),
-    }
-
-
-def write_json(path: Path, doc: Mapping[str, Any]) -> None:
-    """The document, atomically (readers never see a half-written file)."""
-    atomic_write_json(Path(path), doc, compact=True)
