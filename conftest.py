@@ -61,7 +61,7 @@ def tensorflow_loaded() -> None:
 def adb_server():
     """A real adb server (the adbutils wheel's adb) on a free port with a temporary HOME,
     killed at teardown (checked)."""
-    from pytest_edgeopt.targets.android.server import AdbServer
+    from devices.adb_server import AdbServer
     from tests.adb_helpers import bundled_adb
 
     server = AdbServer(adb=bundled_adb()).start()  # the same adb everywhere, whatever is on PATH

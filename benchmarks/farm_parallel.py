@@ -109,10 +109,10 @@ def main() -> None:
     header(f"farm parallelism: N phones with -n N vs one phone with -n 1 (N = {args.devices}), "
            f"{args.delay_us} us sleep per inference")
 
+    from devices.adb_server import AdbServer
     from devices.benchmark_model_standin import write_standin
     from devices.emulated_device import EmulatedDevice
     from fixtures.digits import digits_model_path
-    from pytest_edgeopt.targets.android.server import AdbServer
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-farm-bench-") as tmp_name:
         tmp = Path(tmp_name)

@@ -19,38 +19,40 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from devices.adb_server import AdbServer, find_adb, free_port
+from pytest_edgeopt.targets.android.commands import (
+    benchmark_args,
+    flag_safe_input_name,
+    predict_script,
+    value_files_item,
+)
+from pytest_edgeopt.targets.android.discovery import discover_android
+from pytest_edgeopt.targets.android.health_readings import parse_dumpsys_battery
+from pytest_edgeopt.targets.android.link import DeviceLink
+from pytest_edgeopt.targets.android.rundir import (
+    ABANDONED_AFTER_S,
+    RunDirOwner,
+    abandoned_reason,
+    parse_run_dir_listing,
+    process_start,
+)
 from pytest_edgeopt.targets.android.server import (
-    AdbServer,
     AdbServerUnavailable,
     check_server,
     client_for,
     default_adb_address,
-    find_adb,
-    free_port,
+    is_tcp_serial,
     parse_adb_address,
 )
-from pytest_edgeopt.targets.android.target import (
-    ABANDONED_AFTER_S,
-    AndroidTarget,
-    DeviceLink,
-    RunDirOwner,
-    abandoned_reason,
-    benchmark_args,
+from pytest_edgeopt.targets.android.target import AndroidTarget
+from pytest_edgeopt.targets.android.validation import (
     describe_exit,
-    discover_android,
     elf_machine,
-    flag_safe_input_name,
-    is_tcp_serial,
-    parse_dumpsys_battery,
-    parse_run_dir_listing,
-    predict_script,
-    process_start,
     sanitize_label,
     signal_name,
     validate_affinity_mask,
     validate_remote_path,
     validate_serial,
-    value_files_item,
 )
 from pytest_edgeopt.targets.base import (
     Device,
@@ -130,6 +132,38 @@ def test_discovery_without_server_reports_missing() -> None:
     found = discover_android(f"127.0.0.1:{free_port()}")
     assert found.devices == () and found.missing is not None
     assert "no adb server at" in found.missing and "adb start-server" in found.missing
+
+
+ANDROID_PACKAGE = Path(__file__).resolve().parent.parent / "pytest_edgeopt" / "targets" / "android"
+
+
+def test_validators_import_without_adbutils_or_numpy() -> None:
+    """The plugin's option converters import the validators: that must stay light."""
+    code = (
+        "import sys, pytest_edgeopt.targets.android.validation, pytest_edgeopt.targets.android.commands; "
+        "print(sorted(m for m in ('adbutils', 'numpy', 'tensorflow', 'pytest') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ANDROID_PACKAGE.parent.parent.parent)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_shipped_android_code_never_imports_the_test_devices() -> None:
+    """``devices/`` (the emulated phone, the test adb server) is not shipped."""
+    import ast
+
+    for path in sorted(ANDROID_PACKAGE.parent.parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            assert not any(n == "devices" or n.startswith("devices.") for n in names), f"{path}:{node.lineno}"
+
+
+def test_android_modules_stay_small() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in ANDROID_PACKAGE.glob("*.py")}
+    assert {"validation.py", "link.py", "discovery.py", "commands.py", "rundir.py", "target.py"} <= set(sizes)
+    assert max(sizes.values()) <= 600, sizes
 
 
 def test_validation() -> None:

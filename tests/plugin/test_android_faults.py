@@ -61,7 +61,7 @@ def run_dirs(phone) -> list[Path]:
 
 def test_a_dropped_connection_is_reconnected_and_the_step_retried(
         latency_project: pytest.Pytester, adb_server, phone, standin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_edgeopt.targets.android.target import DeviceLink
+    from pytest_edgeopt.targets.android.link import DeviceLink
 
     latency_project.makepyfile(test_phone=TWO_VARIANTS)
     reconnected: list[str] = []

@@ -45,7 +45,7 @@ def host_b():
     where one is installed (Debian's adb 29 on PATH; ``.ci/run`` installs it), as two farm
     hosts often do: the whole path (push, benchmark_model, pull, accuracy) then goes through
     both builds."""
-    from pytest_edgeopt.targets.android.server import AdbServer
+    from devices.adb_server import AdbServer
     from tests.adb_helpers import bundled_adb, system_adb
 
     server = AdbServer(adb=system_adb() or bundled_adb()).start()
