@@ -62,8 +62,9 @@ class Measurement:
     @property
     def where(self) -> str:
         """``cpu``, or ``android_gpu/SERIAL`` for a target with devices."""
-        label = self.observation.device.get("label")
-        return f"{self.target}/{label}" if label else self.target
+        from pytest_edgeopt.labels import where
+
+        return where(self.target, self.observation.device.get("label"))
 
     # -- figures --------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from run_docs import real_doc, with_metadata
 
+from pytest_edgeopt.labels import device_label, where
 from pytest_edgeopt.runs.record import (
     SCHEMA_VERSION,
     MeasurementRecord,
@@ -21,8 +22,6 @@ from pytest_edgeopt.runs.record import (
     SchemaError,
     TestRecord,
     check_schema,
-    device_label,
-    where,
 )
 from pytest_edgeopt.runs.store import load_run, read_run, save_run
 from pytest_edgeopt.runs.writer import document, run_record

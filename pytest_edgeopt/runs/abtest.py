@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pytest_edgeopt.labels import where
 from pytest_edgeopt.runs.gate import Comparison, Regression, RowComparison
 from pytest_edgeopt.runs.noise import ALPHA, LatencyChange, latency_exceeds
-from pytest_edgeopt.runs.record import where
 
 #: Rounds of an A/B re-measurement (each: one window of each model, order alternating).
 AB_ROUNDS = 12

@@ -18,7 +18,7 @@ import io
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from pytest_edgeopt.runs.record import where as where_label
+from pytest_edgeopt.labels import where as where_label
 
 #: One colour per target (matplotlib's tab10, so the plots and the table legend agree).
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -33,7 +33,7 @@ def _marker_area(t: int) -> float:
 
 
 def row_where(row: Mapping[str, Any]) -> str:
-    """A row's ``target/device`` label (:func:`pytest_edgeopt.runs.record.where`)."""
+    """A row's ``target/device`` label (:func:`pytest_edgeopt.labels.where`)."""
     return where_label(row.get("target"), row.get("device"))
 
 

@@ -22,7 +22,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from pytest_edgeopt.runs.record import RunRecord, where
+from pytest_edgeopt.labels import where
+from pytest_edgeopt.runs.record import RunRecord
 from pytest_edgeopt.runs.store import DEFAULT_STORAGE, RunNotFound, StoreWarning
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from pytest_edgeopt.labels import where
 from pytest_edgeopt.runs.noise import (
     ALPHA,
     DEFAULT_NOISE,
@@ -41,7 +42,7 @@ from pytest_edgeopt.runs.noise import (
     normal_quantile,
     p_text,
 )
-from pytest_edgeopt.runs.record import ObservationRecord, RunRecord, where
+from pytest_edgeopt.runs.record import ObservationRecord, RunRecord
 from pytest_edgeopt.runs.tolerance import Tolerance, parse_tolerances
 
 #: A measurement's identity across runs: (model, variant, target, device label).

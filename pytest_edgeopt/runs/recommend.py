@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from pytest_edgeopt.runs.record import where
+from pytest_edgeopt.labels import where
 from pytest_edgeopt.runs.rows import merge
 
 

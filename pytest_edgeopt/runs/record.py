@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping, TypeVar
 
+from pytest_edgeopt.labels import where
+
 #: Version of the run document (``--edgeopt-json``, saved runs). Documents of versions
 #: ``OLDEST_SCHEMA..SCHEMA_VERSION`` are read.
 SCHEMA_VERSION = 1
@@ -54,21 +56,6 @@ def check_schema(schema: Any) -> int:
 
 
 # -- labels -----------------------------------------------------------------------------------------
-def where(target: str | None, device: str | None = None) -> str:
-    """The ``target/device`` label of tables and messages: ``cpu`` (the host needs no
-    device), ``android_gpu/SERIAL``; ``-`` when there is no target."""
-    name = target or "-"
-    return name if device in (None, "", "host") else f"{name}/{device}"
-
-
-def device_label(device: Mapping[str, Any] | str | None) -> str:
-    """A device's name in keys and tables: its ``label``, else its ``id``, else ``host``."""
-    if isinstance(device, str):
-        return device
-    device = device or _EMPTY
-    return str(device.get("label") or device.get("id") or "host")
-
-
 # -- helpers ----------------------------------------------------------------------------------------
 _T = TypeVar("_T")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from pytest_edgeopt.runs.record import where as where_label
+from pytest_edgeopt.labels import where as where_label
 from pytest_edgeopt.runs.rows import merge, row_key, totals
 
 if TYPE_CHECKING:  # pragma: no cover
