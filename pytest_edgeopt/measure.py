@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from pytest_edgeopt.variants.builder import BuiltVariant
 from pytest_edgeopt.model import ModelError, ModelUnderTest, score
 from pytest_edgeopt.results import Accuracy, Observation
 from pytest_edgeopt.targets.base import LatencySettings, Target
 from pytest_edgeopt.tensors import ModelIO
+from pytest_edgeopt.variants.builder import BuiltVariant
 
 
 def check_eval_shape(mut: ModelUnderTest, built: BuiltVariant, x: np.ndarray) -> np.ndarray:

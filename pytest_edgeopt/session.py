@@ -1,14 +1,15 @@
-"""The per-process state of a pytest-edgeopt run: settings, the builder, targets, and the
-measurements made so far (each variant measured once per target, fp32 once per target)."""
+"""The per-process state of a pytest-edgeopt run: settings, the builder, targets, the
+worker process that runs native code, and the measurements made so far (each variant
+measured once per target, fp32 once per target)."""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from pytest_edgeopt.variants.builder import Builder, BuiltVariant
-from pytest_edgeopt.variants.cache import VariantCache
 from pytest_edgeopt.farm.health import HealthMonitor
 from pytest_edgeopt.farm.lease import DeviceLeases
 from pytest_edgeopt.measure import observe
@@ -17,7 +18,14 @@ from pytest_edgeopt.model import ModelUnderTest
 from pytest_edgeopt.results import Observation
 from pytest_edgeopt.settings import Settings
 from pytest_edgeopt.targets.base import HOST, Device, ModelIncompatible, Target
+from pytest_edgeopt.variants.builder import Builder, BuiltVariant
+from pytest_edgeopt.variants.cache import VariantCache
 from pytest_edgeopt.variants.registry import BASELINE
+from pytest_edgeopt.workers.pool import WorkerPool, activity
+
+#: Set to 1 to build and measure in the pytest process itself (no worker process): for
+#: comparing the cost of workers (benchmarks/workers.py) and for debugging a builder.
+IN_PROCESS_ENV = "EDGEOPT_IN_PROCESS"
 
 
 class EdgeoptSession:
@@ -28,13 +36,20 @@ class EdgeoptSession:
     measurement on a device holds the device's lease (:mod:`pytest_edgeopt.farm.lease`: one
     measurement at a time per device across processes) and starts with a health check
     (:mod:`pytest_edgeopt.farm.health`); building never holds a lease.
+
+    Cache misses are built, and host-CPU measurements run, in one worker process
+    (:mod:`pytest_edgeopt.workers`), started on first need and replaced after a crash;
+    ``in_process=True`` (or ``EDGEOPT_IN_PROCESS=1``) runs them here instead.
     """
 
     def __init__(self, settings: Settings, make_target: Callable[[str, Device], Target],
-                 progress: Callable[[str], None] = lambda msg: None) -> None:
+                 progress: Callable[[str], None] = lambda msg: None, in_process: bool | None = None) -> None:
         self.settings = settings
         self.progress = progress
-        self.builder = Builder(VariantCache(settings.cache_dir, rebuild=settings.rebuild), progress)
+        if in_process is None:
+            in_process = os.environ.get(IN_PROCESS_ENV, "") not in ("", "0")
+        self.workers: WorkerPool | None = None if in_process else WorkerPool(progress)
+        self.builder = Builder(VariantCache(settings.cache_dir, rebuild=settings.rebuild), progress, self.workers)
         self._make_target = make_target
         self.leases = DeviceLeases(settings.lease_dir, settings.lease_timeout_s, progress)
         self.health = HealthMonitor(settings.health, progress)
@@ -44,7 +59,11 @@ class EdgeoptSession:
     def target(self, name: str, device: Device) -> Target:
         key = (name, device.id)
         if key not in self._targets:
-            self._targets[key] = self._make_target(name, device)
+            target = self._make_target(name, device)
+            use_workers = getattr(target, "use_workers", None)  # targets that run native code here
+            if callable(use_workers):
+                use_workers(self.workers)
+            self._targets[key] = target
         return self._targets[key]
 
     def find_target(self, name: str, device_label: str | None) -> Target | None:
@@ -55,7 +74,11 @@ class EdgeoptSession:
         return None
 
     def build(self, mut: ModelUnderTest, variant: str, options: Mapping[str, Any] | None = None) -> BuiltVariant:
-        return self.builder.build(mut, variant, options)
+        token = activity.set(f"{mut.name} {variant}")
+        try:
+            return self.builder.build(mut, variant, options)
+        finally:
+            activity.reset(token)
 
     def observe(self, mut: ModelUnderTest, built: BuiltVariant, target: Target) -> Observation:
         """``built`` measured on ``target``, once per session (a failure is remembered too)."""
@@ -66,6 +89,7 @@ class EdgeoptSession:
         if done is None:
             where = target.name if target.device.label is None else f"{target.name}/{target.device.label}"
             self.progress(f"measuring {mut.name} {built.name} on {where}")
+            label = activity.set(f"{mut.name} {built.name} on {where}")
             try:
                 with self.leases.hold(target.device, f"{mut.name} {built.name} on {where}") as lease:
                     conditions = self.health.check(target)
@@ -77,6 +101,8 @@ class EdgeoptSession:
             except Exception as exc:
                 self._observed[key] = exc
                 raise
+            finally:
+                activity.reset(label)
             self._observed[key] = done
         return done
 
@@ -96,9 +122,12 @@ class EdgeoptSession:
         return Measurement(obs, baseline, model_path=built.path)
 
     def close(self) -> None:
+        """Close the targets and stop the worker process."""
         for target in self._targets.values():
             try:
                 target.close()
             except Exception:  # closing must not hide the run's results
                 pass
         self._targets.clear()
+        if self.workers is not None:
+            self.workers.close()

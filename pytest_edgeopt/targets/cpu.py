@@ -4,19 +4,29 @@ Latency: warm-up invokes, then timed invokes until both a minimum count and a mi
 time are reached; each sample is one ``invoke()`` timed with ``perf_counter_ns`` and
 nothing else inside the timed region. Accuracy: the eval set in batches (the input's
 batch axis resized), quantized I/O converted with the tensors' scale and zero point.
+
+Given a :class:`~pytest_edgeopt.workers.pool.WorkerPool` (the session attaches its own
+through :meth:`CpuTarget.use_workers`), both run in the worker process, the timed loop
+entirely inside it, so a native crash of the interpreter fails one measurement, naming
+the stage (``load``: creating the interpreter, ``invoke``, ``teardown``: freeing it).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_edgeopt.targets.base import HOST, Device, LatencyResult, LatencySettings, TargetError
 from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
 from pytest_edgeopt.timing import time_invokes
-from pytest_edgeopt.targets.base import HOST, Device, LatencyResult, LatencySettings, TargetError
+from pytest_edgeopt.workers.stage import stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_edgeopt.workers.pool import WorkerPool
 
 #: Eval samples per invoke when the model accepts a resized batch axis.
 EVAL_BATCH = 256
@@ -53,55 +63,95 @@ def sample_input(io: ModelIO, rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
-class CpuTarget:
-    """Runs models on the host CPU with ``threads`` interpreter threads."""
+def measure_latency(model: Path, settings: LatencySettings) -> LatencyResult:
+    """Latency of the ``.tflite`` at ``model`` in this process (see the module docstring)."""
+    stage("load")
+    t0 = time.perf_counter_ns()
+    interp, resolver = make_interpreter(model, settings.threads)
+    init_ns = time.perf_counter_ns() - t0
+    io = ModelIO.of_interpreter(interp)
+    for spec, x in zip(io.inputs, sample_input(io, np.random.default_rng(0))):
+        interp.set_tensor(spec.index, x)
+    stage("invoke")
+    timed = time_invokes(interp.invoke, settings)
+    stage("teardown")
+    del interp  # freed here, so a crash in the interpreter's destructor is blamed on teardown
+    return LatencyResult(
+        stats=timed.stats,
+        init_ms=init_ns / 1e6,
+        first_inference_ms=timed.first_ms,
+        extras={"op_resolver": resolver, "threads": settings.threads},
+    )
 
-    def __init__(self, name: str = "cpu", device: Device = HOST, threads: int = 1) -> None:
+
+def run_predict(model: Path, inputs: np.ndarray, threads: int = 1) -> list[np.ndarray]:
+    """Float outputs of the ``.tflite`` at ``model`` for ``inputs`` (batch axis first), in this process."""
+    stage("load")
+    interp, _ = make_interpreter(model, threads)
+    io = ModelIO.of_interpreter(interp)
+    if len(io.inputs) != 1:
+        raise TargetError(f"the model has {len(io.inputs)} inputs; accuracy runs support one input")
+    spec = io.inputs[0]
+    n = len(inputs)
+    batch = EVAL_BATCH if spec.shape and spec.shape[0] == -1 else 1
+    if batch > 1:
+        try:
+            interp.resize_tensor_input(spec.index, [batch, *spec.shape[1:]], strict=True)
+            interp.allocate_tensors()
+        except (RuntimeError, ValueError):
+            batch = 1
+            interp, _ = make_interpreter(model, threads)
+    stage("invoke")
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, n, batch):
+        x = inputs[start:start + batch]
+        real = len(x)
+        if real < batch:  # pad the last chunk to the allocated batch size
+            x = np.concatenate([x, np.zeros((batch - real, *x.shape[1:]), dtype=x.dtype)])
+        interp.set_tensor(spec.index, to_model_input(x, spec))
+        interp.invoke()
+        outs = [interp.get_tensor(o.index)[:real] for o in io.outputs]
+        chunks.append(outputs_to_float(outs, io.outputs))
+    stage("teardown")
+    del interp
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(io.outputs))]
+
+
+class CpuTarget:
+    """Runs models on the host CPU with ``threads`` interpreter threads; in ``workers``'
+    worker process when given (see :meth:`use_workers`), else in this process."""
+
+    def __init__(self, name: str = "cpu", device: Device = HOST, threads: int = 1,
+                 workers: WorkerPool | None = None) -> None:
         self.name = name
         self.device = device
         self.threads = threads
+        self.workers = workers
+
+    def use_workers(self, workers: WorkerPool | None) -> None:
+        """Run later measurements in ``workers`` (unless the target was given its own)."""
+        if self.workers is None:
+            self.workers = workers
 
     def latency(self, model: Path, settings: LatencySettings) -> LatencyResult:
-        t0 = time.perf_counter_ns()
-        interp, resolver = make_interpreter(model, settings.threads)
-        init_ns = time.perf_counter_ns() - t0
-        io = ModelIO.of_interpreter(interp)
-        for spec, x in zip(io.inputs, sample_input(io, np.random.default_rng(0))):
-            interp.set_tensor(spec.index, x)
-        timed = time_invokes(interp.invoke, settings)
-        return LatencyResult(
-            stats=timed.stats,
-            init_ms=init_ns / 1e6,
-            first_inference_ms=timed.first_ms,
-            extras={"op_resolver": resolver, "threads": settings.threads},
-        )
+        if self.workers is None:
+            return measure_latency(model, settings)
+        from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
+        from pytest_edgeopt.workers.requests import LatencyRequest
+
+        result: LatencyResult = self.workers.call(LatencyRequest(Path(model).resolve(), settings),
+                                                  timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
+        return result
 
     def predict(self, model: Path, inputs: np.ndarray) -> Sequence[np.ndarray]:
-        interp, _ = make_interpreter(model, self.threads)
-        io = ModelIO.of_interpreter(interp)
-        if len(io.inputs) != 1:
-            raise TargetError(f"the model has {len(io.inputs)} inputs; accuracy runs support one input")
-        spec = io.inputs[0]
-        n = len(inputs)
-        batch = EVAL_BATCH if spec.shape and spec.shape[0] == -1 else 1
-        if batch > 1:
-            try:
-                interp.resize_tensor_input(spec.index, [batch, *spec.shape[1:]], strict=True)
-                interp.allocate_tensors()
-            except (RuntimeError, ValueError):
-                batch = 1
-                interp, _ = make_interpreter(model, self.threads)
-        chunks: list[list[np.ndarray]] = []
-        for start in range(0, n, batch):
-            x = inputs[start:start + batch]
-            real = len(x)
-            if real < batch:  # pad the last chunk to the allocated batch size
-                x = np.concatenate([x, np.zeros((batch - real, *x.shape[1:]), dtype=x.dtype)])
-            interp.set_tensor(spec.index, to_model_input(x, spec))
-            interp.invoke()
-            outs = [interp.get_tensor(o.index)[:real] for o in io.outputs]
-            chunks.append(outputs_to_float(outs, io.outputs))
-        return [np.concatenate([c[i] for c in chunks]) for i in range(len(io.outputs))]
+        if self.workers is None:
+            return run_predict(model, inputs, self.threads)
+        from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
+        from pytest_edgeopt.workers.requests import PredictRequest
+
+        outputs: list[np.ndarray] = self.workers.call(PredictRequest(Path(model).resolve(), inputs, self.threads),
+                                                      timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
+        return outputs
 
     def close(self) -> None:
         pass

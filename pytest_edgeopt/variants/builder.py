@@ -3,7 +3,9 @@
 Decides availability from the registry (a skip reason), keys the build by content
 (:func:`pytest_edgeopt.variants.cache.key_of`), builds under the cache's cross-process lock, and
 remembers within the process what was built or failed, so a variant is built at most
-once per session. Tensorflow is imported only by the builders themselves.
+once per session. Tensorflow is imported only by the builders themselves: with a
+:class:`~pytest_edgeopt.workers.pool.WorkerPool`, a cache miss is built in a worker process
+(which writes the entry into the same store), so a native crash fails that variant only.
 """
 
 from __future__ import annotations
@@ -12,24 +14,30 @@ import gzip
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from pytest_edgeopt.versions import tool_versions
-from pytest_edgeopt.variants.cache import VariantCache, key_of
 from pytest_edgeopt.model import ModelError, ModelUnderTest
+from pytest_edgeopt.variants.cache import Entry, VariantCache, key_of
 from pytest_edgeopt.variants.registry import (
     BASELINE,
     VARIANTS,
     BuildContext,
     VariantBuildError,
+    VariantSpec,
     VariantUnavailable,
     check_options,
     recipe,
     resolve_options,
     unavailable_reason,
 )
+from pytest_edgeopt.versions import tool_versions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_edgeopt.workers.pool import WorkerPool
+    from pytest_edgeopt.workers.requests import BuildReply, PortableModel
 
 
 def gzip_size(data: bytes) -> int:
@@ -61,11 +69,20 @@ class BuiltVariant:
 
 
 class Builder:
-    """Builds (or fetches) variants of models; one per session (per xdist worker)."""
+    """Builds (or fetches) variants of models; one per session (per xdist worker).
 
-    def __init__(self, cache: VariantCache, progress: Callable[[str], None] = lambda msg: None) -> None:
+    ``workers``: build cache misses in this pool's worker process (``None``: in this
+    process). A model that cannot be sent to a worker (an in-memory model or a knob that
+    does not pickle) is built in this process, said once through ``progress``.
+    """
+
+    def __init__(self, cache: VariantCache, progress: Callable[[str], None] = lambda msg: None,
+                 workers: WorkerPool | None = None) -> None:
         self.cache = cache
         self.progress = progress
+        self.workers = workers
+        self._pickled: dict[int, tuple[ModelUnderTest, bytes | None]] = {}
+        self._not_portable: set[int] = set()
         self._done: dict[str, BuiltVariant | BaseException] = {}
         self._memo: dict[Any, Any] = {}
         self._versions: dict[str, str | None] | None = None
@@ -131,7 +148,7 @@ class Builder:
         if done is not None:
             return done
         try:
-            entry = self.cache.get_or_build(key, lambda: self._run_builder(mut, name, options, material))
+            entry = self._obtain(mut, spec, options, material, key)
         except (VariantUnavailable, VariantBuildError, ModelError) as exc:
             self._done[key] = exc
             raise
@@ -151,9 +168,59 @@ class Builder:
             self.built += 1
         return built
 
-    def _run_builder(self, mut: ModelUnderTest, name: str, options: Mapping[str, Any],
+    def variants_done(self) -> list[BuiltVariant]:
+        """The variants this builder has built or found so far."""
+        return [b for b in self._done.values() if isinstance(b, BuiltVariant)]
+
+    def produce(self, mut: ModelUnderTest, spec: VariantSpec, options: Mapping[str, Any],
+                material: Mapping[str, Any], key: str) -> Entry:
+        """The cache entry ``key`` of ``spec``, built in this process when absent."""
+        return self.cache.get_or_build(key, lambda: self._run_builder(mut, spec, options, material))
+
+    def _obtain(self, mut: ModelUnderTest, spec: VariantSpec, options: Mapping[str, Any],
+                material: Mapping[str, Any], key: str) -> Entry:
+        if self.workers is None or id(mut) in self._not_portable:
+            return self.produce(mut, spec, options, material, key)
+        if not self.cache.rebuild:  # a warm run starts no worker
+            entry = self.cache.lookup(key)
+            if entry is not None:
+                return entry
+        from pytest_edgeopt.workers.pool import BUILD_TIMEOUT_S, BuildCrashed, activity
+        from pytest_edgeopt.workers.requests import BuildRequest, NotPortable
+
+        try:
+            portable = self._portable(mut, spec)
+            request = BuildRequest(
+                token=portable.token, model=portable, spec=spec, options=dict(options), material=material,
+                key=key, cache_root=self.cache.root.resolve(), rebuild=self.cache.rebuild,
+                created=self.cache._created, versions=self.versions)
+            label = activity.get() or f"{mut.name} {spec.name}"
+            reply: BuildReply = self.workers.call(request, timeout_s=BUILD_TIMEOUT_S, crashed=BuildCrashed, label=label)
+        except NotPortable as exc:
+            self._not_portable.add(id(mut))
+            self.progress(f"building {mut.name} in this process: the model cannot be sent to a worker ({exc})")
+            return self.produce(mut, spec, options, material, key)
+        for nested in reply.nested:  # the fp32 a quantized build started from, built there
+            if nested.key not in self._done:
+                self._done[nested.key] = replace(nested, model=mut.name)
+                if nested.from_cache:
+                    self.hits += 1
+                else:
+                    self.built += 1
+        return reply.entry
+
+    def _portable(self, mut: ModelUnderTest, spec: VariantSpec) -> PortableModel:
+        from pytest_edgeopt.workers.requests import PortableModel, pickle_model
+
+        hit = self._pickled.get(id(mut))
+        if hit is None or hit[0] is not mut:
+            src = mut.source
+            hit = self._pickled[id(mut)] = (mut, None if src.path is not None else pickle_model(src.obj))
+        return PortableModel.of(mut, spec.needs, hit[1])
+
+    def _run_builder(self, mut: ModelUnderTest, spec: VariantSpec, options: Mapping[str, Any],
                      material: Mapping[str, Any]) -> tuple[bytes, Mapping[str, Any]]:
-        spec = VARIANTS[name]
+        name = spec.name
         self.progress(f"building {mut.name} {name} ({spec.summary})")
         workdir = Path(tempfile.mkdtemp(prefix=f"edgeopt-{name}-"))
         try:
