@@ -23,6 +23,9 @@ _LAZY = {
     "recommend": ".runs.recommend",
     "analyze_edgetpu": (".targets.edgetpu.compat", "analyze"),
     "edgetpu_op_fraction": ".targets.edgetpu.compat",
+    # For plugins that add a target (the pytest_edgeopt_targets hook) and its options.
+    "TargetSpec": ".names",
+    "Option": ".options",
 }
 
 __all__ = list(_LAZY)

@@ -4,19 +4,26 @@ without importing the builder, the targets or numpy: every pytest run pays for s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_edgeopt.farm.health import HealthPolicy
 from pytest_edgeopt.farm.lease import DEFAULT_TIMEOUT_S
 from pytest_edgeopt.targets.base import LatencySettings
 
+if TYPE_CHECKING:  # pragma: no cover
+    import pytest
+
+    from pytest_edgeopt.options import Option
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What the command line and ini chose. ``targets`` is ``None`` when not given
-    (unmarked tests then run on the CPU); ``variants`` is ``None`` for every variant."""
+    (unmarked tests then run on the default targets: the CPU); ``variants`` is ``None`` for
+    every variant."""
 
     targets: tuple[str, ...] | None
     variants: tuple[str, ...] | None
@@ -37,6 +44,36 @@ class Settings:
     lease_dir: Path | None = None
     lease_timeout_s: float = DEFAULT_TIMEOUT_S
 
+    @classmethod
+    def from_config(cls, config: pytest.Config, target_options: Iterable[Option] = ()) -> Settings:
+        """The run's settings through :func:`pytest_edgeopt.options.resolve` (command line,
+        else ini, else default); ``target_options`` are the targets' own options."""
+        from pytest_edgeopt.options import CORE_OPTIONS, farm_path, resolve_all
+
+        v = resolve_all(config, CORE_OPTIONS)
+        cache, json_path, lease_dir = v["edgeopt_cache_dir"], v["edgeopt_json"], v["edgeopt_lease_dir"]
+        return cls(
+            targets=v["edgeopt_targets"],
+            variants=v["edgeopt_variants"],
+            require=frozenset(v["edgeopt_require"]),
+            cache_dir=(config.rootpath / cache) if cache else config.rootpath / ".edgeopt" / "cache",
+            rebuild=bool(v["edgeopt_rebuild"]),
+            json_path=Path(json_path) if json_path else None,
+            latency=LatencySettings(
+                warmup=v["edgeopt_warmup"], min_samples=v["edgeopt_min_samples"], min_time_s=v["edgeopt_min_time"],
+                max_samples=v["edgeopt_max_samples"], threads=v["edgeopt_threads"],
+            ),
+            target_options=target_option_values(config, target_options),
+            farm=farm_path(config),
+            health=HealthPolicy(
+                max_temperature_c=v["edgeopt_max_temperature"], max_thermal_status=v["edgeopt_max_thermal_status"],
+                min_battery_pct=v["edgeopt_min_battery"], cooldown_s=v["edgeopt_cooldown"],
+                poll_s=v["edgeopt_health_poll"], interval_s=v["edgeopt_health_interval"],
+            ),
+            lease_dir=config.rootpath / lease_dir if lease_dir else None,
+            lease_timeout_s=v["edgeopt_lease_timeout"],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "targets": list(self.targets) if self.targets else None,
@@ -56,3 +93,10 @@ class Settings:
             "lease_dir": str(self.lease_dir) if self.lease_dir else None,
             "lease_timeout_s": self.lease_timeout_s,
         }
+
+
+def target_option_values(config: pytest.Config, table: Iterable[Option]) -> dict[str, Any]:
+    """The targets' options resolved, by name without ``edgeopt_`` (``adb``, ``serial``...)."""
+    from pytest_edgeopt.options import resolve
+
+    return {opt.key: resolve(config, opt) for opt in table}

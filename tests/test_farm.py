@@ -187,4 +187,5 @@ def test_an_every_device_entry_with_nothing_attached_is_one_unavailable_device(t
     ("t.py::test_plain", None),
 ])
 def test_items_are_grouped_by_the_device_their_id_names(nodeid: str, group: str | None) -> None:
-    assert device_group(nodeid, parse(GOOD)) == group
+    kinds = {"cpu": "host", "android_gpu": "android", "android_cpu": "android", "edgetpu": "edgetpu"}
+    assert device_group(nodeid, parse(GOOD), kinds) == group

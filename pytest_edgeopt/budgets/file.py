@@ -38,7 +38,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 try:  # Python 3.11+
     import tomllib
@@ -47,7 +47,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from pytest_edgeopt.budgets.rules import BudgetError, validate
 from pytest_edgeopt.model import METRICS
-from pytest_edgeopt.targets.base import TARGET_NAMES
 from pytest_edgeopt.variants.registry import VARIANTS, check_options
 
 MODEL_KEYS = ("name", "model", "representative_data", "train_data", "eval_data", "metric", "options")
@@ -174,11 +173,15 @@ class _Reader:
         return dict(value)
 
 
-def parse(path: Path, text: str | None = None) -> BudgetFile | None:
+def parse(path: Path, text: str | None = None, *, targets: Sequence[str],
+          default_targets: Sequence[str]) -> BudgetFile | None:
     """Parse ``edgeopt.toml`` (or the ``[tool.edgeopt]`` table of ``pyproject.toml``).
 
-    Returns ``None`` for a ``pyproject.toml`` without ``[tool.edgeopt]``.
+    ``targets`` are the names a ``targets`` key may use (the run's declared targets),
+    ``default_targets`` where tests run when no ``targets`` key says. Returns ``None`` for
+    a ``pyproject.toml`` without ``[tool.edgeopt]``.
     """
+    known_targets = list(targets)
     path = Path(path)
     text = path.read_text() if text is None else text
     try:
@@ -224,7 +227,8 @@ def parse(path: Path, text: str | None = None) -> BudgetFile | None:
         if key not in ("variants", "targets", "budgets"):
             raise r.fail("defaults", key, "unknown key; known: variants, targets, budgets")
     d_variants = r.names(defaults["variants"], list(VARIANTS), "defaults", "variants") if "variants" in defaults else tuple(VARIANTS)
-    d_targets = r.names(defaults["targets"], TARGET_NAMES, "defaults", "targets") if "targets" in defaults else ("cpu",)
+    d_targets = r.names(defaults["targets"], known_targets, "defaults", "targets") if "targets" in defaults \
+        else tuple(default_targets)
     d_budgets = r.budgets(defaults["budgets"], "defaults", "budgets") if "budgets" in defaults else {}
 
     tests_table = doc.get("tests")
@@ -246,16 +250,16 @@ def parse(path: Path, text: str | None = None) -> BudgetFile | None:
                 if key not in TEST_KEYS:
                     raise r.fail(table, key, f"unknown key; known: {', '.join(TEST_KEYS)}")
             variants = r.names(t["variants"], list(VARIANTS), table, "variants") if "variants" in t else d_variants
-            targets = r.names(t["targets"], TARGET_NAMES, table, "targets") if "targets" in t else d_targets
+            targets = r.names(t["targets"], known_targets, table, "targets") if "targets" in t else d_targets
             budgets = {**d_budgets, **(r.budgets(t["budgets"], table, "budgets") if "budgets" in t else {})}
             overrides: dict[str, dict[str, Any]] = {}
             for key, value in (t.get("overrides") or {}).items():
                 variant, _, target = key.partition("@")
                 known_v = variant in VARIANTS
                 if target:
-                    ok = known_v and target in TARGET_NAMES
+                    ok = known_v and target in known_targets
                 else:
-                    ok = known_v or variant in TARGET_NAMES
+                    ok = known_v or variant in known_targets
                 if not ok:
                     raise r.fail(f"{table}.overrides", key,
                                  "an override key is a variant, a target or 'variant@target' it names")

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 try:  # Python 3.11+
     import tomllib
@@ -174,14 +174,14 @@ def _adb(value: Any) -> str:
 
 
 def _serial(value: Any) -> str:
-    from pytest_edgeopt.targets.android.target import validate_serial
+    from pytest_edgeopt.targets.android.validation import validate_serial
 
     s = _string(value)
     return s if s == EVERY_DEVICE else validate_serial(s)
 
 
 def _affinity(value: Any) -> str:
-    from pytest_edgeopt.targets.android.target import validate_affinity_mask
+    from pytest_edgeopt.targets.android.validation import validate_affinity_mask
 
     return validate_affinity_mask(_string(value))
 
@@ -294,10 +294,11 @@ def android_devices(inventory: Inventory, *, timeout_s: float = 30.0) -> Discove
     every device its server lists in state ``device`` except the serials other entries
     name, labelled ``LABEL-<serial>``, or one unavailable Device when there is none.
     Each device's ``details`` carry its entry's ``benchmark_model``, ``affinity`` and
-    ``threads`` besides what :func:`~pytest_edgeopt.targets.android.target.discover_android` reads.
+    ``threads`` besides what :func:`~pytest_edgeopt.targets.android.discovery.discover_android` reads.
     """
     from pytest_edgeopt.targets.android.server import default_adb_address
-    from pytest_edgeopt.targets.android.target import discover_android, sanitize_label
+    from pytest_edgeopt.targets.android.discovery import discover_android
+    from pytest_edgeopt.targets.android.validation import sanitize_label
 
     if not inventory.android:
         return Discovery((), missing=f"the device inventory {inventory.path} lists no Android device "
@@ -361,16 +362,14 @@ def cpu_devices(inventory: Inventory) -> Discovery:
 
 # -- scheduling by device (pytest-xdist) ---------------------------------------------------------
 
-#: Targets that run on an inventory device, by the device kind they share.
-_DEVICE_TARGETS = {"android_gpu": "android", "android_cpu": "android", "edgetpu": "edgetpu"}
-
-
-def device_group(nodeid: str, inventory: Inventory) -> str | None:
+def device_group(nodeid: str, inventory: Inventory, device_targets: Mapping[str, str]) -> str | None:
     """The inventory device an item runs on, read from its node id's parameters
     (``test_x.py::test[int8-android_gpu-pixel8]`` -> ``android:pixel8``; both Android
     targets of a phone give the same group), ``None`` for any other item. A device of a
     ``"*"`` entry is ``LABEL-<serial>``: when other parameters follow it in the id, they
-    become part of its group (still correct, less grouped)."""
+    become part of its group (still correct, less grouped). ``device_targets`` maps the
+    run's target names to their device kind (``TargetRegistry.device_kinds()``); kinds the
+    inventory lists no devices of (the host) are ignored."""
     params = nodeid.rsplit("::", 1)[-1].partition("[")[2]
     if not params.endswith("]"):
         return None
@@ -378,7 +377,9 @@ def device_group(nodeid: str, inventory: Inventory) -> str | None:
     named = {"android": [e.label for e in inventory.android if not e.every],
              "edgetpu": [e.label for e in inventory.edgetpu]}
     every = [e.label for e in inventory.android if e.every]
-    for target, kind in _DEVICE_TARGETS.items():
+    for target, kind in device_targets.items():
+        if kind not in named:
+            continue
         for m in re.finditer(rf"(?:^|-){target}-", params):
             rest = params[m.end():]
             for label in sorted(named[kind], key=len, reverse=True):

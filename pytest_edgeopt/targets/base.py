@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from pytest_edgeopt.names import TARGET_NAMES  # noqa: F401 (re-exported: the targets' names)
-
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 

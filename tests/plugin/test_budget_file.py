@@ -116,7 +116,7 @@ def test_malformed_file_names_key_and_line(tmp_path: Path, text: str, message: s
     path = tmp_path / "edgeopt.toml"
     path.write_text(text)
     with pytest.raises(BudgetFileError, match=message):
-        parse(path)
+        parse(path, targets=("cpu", "android_gpu", "android_cpu", "edgetpu"), default_targets=("cpu",))
 
 
 def test_malformed_file_is_a_collection_error(pytester: pytest.Pytester) -> None:

@@ -162,6 +162,59 @@ def test_fp32_baseline_is_measured_once_per_session(project: pytest.Pytester) ->
     assert out.count("measuring digits-cnn int8 on cpu") == 1
 
 
+NEW_TARGET = """
+from pytest_edgeopt.names import TargetSpec
+from pytest_edgeopt.targets.base import Device, Discovery
+
+BIG = Device(kind="host", id="host-big", label="big")
+
+
+def pytest_edgeopt_targets(config):
+    return [TargetSpec("cpu_big", "run on the host CPU with 2 threads (test target)", device_kind="host")]
+
+
+def pytest_edgeopt_discover(config, target):
+    if target == "cpu_big":
+        return Discovery((BIG,))
+
+
+def pytest_edgeopt_make_target(config, name, device):
+    if name == "cpu_big":
+        from pytest_edgeopt.targets.cpu import CpuTarget
+
+        class BigCores(CpuTarget):
+            made = 0
+
+        BigCores.made += 1
+        return BigCores(name, device, threads=2)
+"""
+
+
+def test_a_conftest_adds_a_target_that_runs_and_is_measured(project: pytest.Pytester) -> None:
+    """A brand-new target, declared, discovered and made from a conftest (the package
+    untouched): its marker is registered (``--strict-markers``), ``--edgeopt-targets``
+    accepts it, and its items are measured on it."""
+    conftest = project.path / "conftest.py"
+    conftest.write_text(conftest.read_text() + NEW_TARGET)
+    project.makepyfile(test_new_target="""
+        import pytest
+        @pytest.mark.edgeopt_variants("int8")
+        @pytest.mark.cpu_big
+        def test_big(measurement):
+            assert measurement.where == "cpu_big/big"
+            measurement.check(min_size_reduction=0.5)
+    """)
+    result, doc = run_json(project, "-v", "--edgeopt-targets=cpu_big,cpu")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*measuring digits-cnn int8 on cpu_big/big*", "*test_big[[]int8-cpu_big-big[]] PASSED*"])
+    (m,) = doc["measurements"]
+    assert (m["variant"], m["target"], m["device"]) == ("int8", "cpu_big", "big")
+    assert m["outcome"] == "passed" and len(m["measurement"]["latency"]["samples_us"]) >= 50
+    assert m["measurement"]["baseline"]["target"] == "cpu_big"
+    result = project.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.cpu_big: run on the host CPU with 2 threads (test target)"])
+
+
 def test_second_run_builds_nothing_and_imports_no_tensorflow(project: pytest.Pytester, tmp_path: Path) -> None:
     """A warm run takes every variant from the cache and never imports tensorflow
     (subprocess runs: a fresh interpreter each)."""

@@ -245,7 +245,7 @@ def test_loading_the_plugin_imports_no_tensorflow() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_a_run_without_edgeopt_items_loads_only_the_plugin_and_the_names(pytester: pytest.Pytester) -> None:
+def test_a_run_without_edgeopt_items_loads_only_the_plugins_and_the_names(pytester: pytest.Pytester) -> None:
     """Every pytest run of a project with the plugin installed pays for its start-up:
     no numpy, no builder, no session unless an item needs them."""
     pytester.makepyfile(test_plain="def test_a():\n    pass\n")
@@ -256,7 +256,10 @@ def test_a_run_without_edgeopt_items_loads_only_the_plugin_and_the_names(pyteste
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES="))
     assert json.loads(line.removeprefix("MODULES=")) == [
-        "pytest_edgeopt", "pytest_edgeopt.hookspec", "pytest_edgeopt.names", "pytest_edgeopt.plugin"]
+        "pytest_edgeopt", "pytest_edgeopt.hookspec", "pytest_edgeopt.names", "pytest_edgeopt.options",
+        "pytest_edgeopt.plugin", "pytest_edgeopt.plugin_session", "pytest_edgeopt.targets",
+        "pytest_edgeopt.targets.android", "pytest_edgeopt.targets.android.plugin", "pytest_edgeopt.targets.cpu_plugin",
+        "pytest_edgeopt.targets.edgetpu", "pytest_edgeopt.targets.edgetpu.plugin"]
 
 
 ORDER_TEST = """
@@ -285,3 +288,50 @@ def test_xdist_load_hands_out_the_longest_builds_first(pytester: pytest.Pytester
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
     result.assert_outcomes(passed=7)
     assert (pytester.path / "order.txt").read_text().split() == expected
+
+
+def test_unknown_target_in_ini_is_a_usage_error_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nedgeopt_require = cpu,tpu9\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini edgeopt_require = 'cpu,tpu9': unknown target 'tpu9'; choose from cpu, *"])
+
+
+def test_target_plugins_load_without_the_core(pytester: pytest.Pytester) -> None:
+    """The built-in targets' hooks are optional: ``-p no:edgeopt`` (no hookspecs) still runs."""
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:edgeopt")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_conftest_target_is_a_marker_and_a_valid_target_name(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        from pytest_edgeopt.names import TargetSpec
+
+        def pytest_edgeopt_targets(config):
+            return [TargetSpec("npu", "run on the lab's NPU (test)", device_kind="npu")]
+    """)
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.edgeopt_variants("int8")
+        @pytest.mark.npu
+        def test_t(measurement):
+            pass
+    """)
+    result = pytester.runpytest("--co", "-q", "--edgeopt-targets=npu")
+    result.stdout.fnmatch_lines(["*test_t[[]int8-npu[]]", "1 test collected*"])
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.npu: run on the lab's NPU (test)"])
+    result = pytester.runpytest("-rs")  # nothing discovers its devices: the item skips saying so
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*npu: no plugin discovers 'npu' devices*"])
+
+
+def test_every_ini_twin_is_converted_like_its_option(pytester: pytest.Pytester) -> None:
+    """One resolver for every option: a bad ini tolerance is a usage error naming the ini key."""
+    pytester.makeini("[pytest]\nedgeopt_compare_fail = latency:5\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini edgeopt_compare_fail = [[]'latency:5'[]]: tolerance 'latency:5'*"])
