@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
 MEASUREMENT = pytest.StashKey["Measurement"]()
 RECORD = pytest.StashKey[dict[str, Any]]()
 BUILD_START = pytest.StashKey[float]()
+#: Why the item's variant is broken (it failed to build, crashed, gave NaN): raised in the
+#: call phase, so pytest reports a FAIL of the test, not an ERROR of its setup.
+BROKEN = pytest.StashKey[str]()
 
 MARKERS = (
     "edgeopt_variants(*names): the variants to parametrize over (default: every variant; unsupported ones skip with the reason)",
@@ -155,6 +158,14 @@ def _skip(message: str) -> NoReturn:
     raise pytest.skip.Exception(message) from None
 
 
+def _broken(request: pytest.FixtureRequest, message: str) -> Any:
+    """The variant is broken, a property of the model: remember why and let setup finish, so
+    the item FAILs in its call phase (:func:`pytest_runtest_call`) without running its body.
+    ERROR stays for faults of the harness or the machine (a device that went offline)."""
+    request.node.stash.setdefault(BROKEN, message)
+    return None
+
+
 def _unavailable(message: str, required: bool) -> NoReturn:
     """A target that cannot run: skip, or fail when the run requires it."""
     __tracebackhide__ = True
@@ -237,7 +248,9 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
         built = plugin_session(request.config).edge.build(mut, edgeopt_case.variant, _test_options(request))
     except VariantUnavailable as exc:
         _skip(f"{edgeopt_case.variant}: {exc}")
-    except (VariantBuildError, ModelError) as exc:
+    except VariantBuildError as exc:
+        return _broken(request, f"{mut.name} {edgeopt_case.variant}: {exc}")  # type: ignore[no-any-return]
+    except ModelError as exc:  # the test's own set-up (its edgeopt_model) is wrong
         _fail(f"{mut.name} {edgeopt_case.variant}: {exc}")
     request.node.stash[RECORD]["built"] = {
         "size_bytes": built.size_bytes, "compressed_size_bytes": built.compressed_size_bytes,
@@ -254,9 +267,11 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
     case = edgeopt_case
     assert case is not None and case.target is not None and case.device is not None
     from pytest_edgeopt.model import ModelError
-    from pytest_edgeopt.targets.base import ModelIncompatible, TargetError, TargetUnavailable
+    from pytest_edgeopt.targets.base import ModelIncompatible, TargetError, TargetUnavailable, VariantBroken
     from pytest_edgeopt.variants.registry import VariantBuildError, VariantUnavailable
 
+    if optimized_model is None:  # broken at build: the call phase fails the item
+        return None
     edge = plugin_session(request.config).edge
     required = case.target in edge.settings.require
     mut = _model(request)
@@ -267,10 +282,12 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
         _skip(f"{case.variant} on {case.target}: {exc}")
     except TargetUnavailable as exc:
         _unavailable(f"{case.variant} on {case.target}: {exc}", required)
-    except (TargetError, ModelError, VariantBuildError) as exc:
-        _fail(f"{mut.name} {case.variant} on {case.target}: {exc}")
+    except (VariantBroken, VariantBuildError) as exc:
+        return _broken(request, f"{mut.name} {case.variant} on {case.target}: {exc}")  # type: ignore[no-any-return]
     except VariantUnavailable as exc:
-        _fail(f"{mut.name}: the fp32 baseline cannot be built: {exc}")
+        return _broken(request, f"{mut.name}: the fp32 baseline cannot be built: {exc}")  # type: ignore[no-any-return]
+    except (TargetError, ModelError) as exc:
+        _fail(f"{mut.name} {case.variant} on {case.target}: {exc}")
     request.node.stash[MEASUREMENT] = m
     # JUnit XML properties, for CI dashboards that read them.
     d = m.summary()
@@ -293,6 +310,9 @@ def _edgeopt_budget_marker(request: pytest.FixtureRequest, edgeopt_case: Case | 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     __tracebackhide__ = True
+    broken = item.stash.get(BROKEN, None)
+    if broken is not None:  # the body is not run: it would only meet a missing variant
+        _fail(broken)
     result = yield
     m = item.stash.get(MEASUREMENT, None)
     if m is not None:

@@ -53,14 +53,15 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Comparison | N
         else:
             body.append([row.get("model") or "-", row["variant"], where] + [""] * 8 + [row["result"]])
         if row["result"] not in ("PASS", "base") and row.get("why"):
-            notes.append(f"  {row['variant']} on {where}: {first_line(row['why'])}")
+            notes.append(f"  {row['variant']} on {where}: {_own_words(first_line(row['why']), row, where)}")
     if comparison is not None:
-        header.append("vs baseline run")
+        # "detects >=": the smallest slow-down the latency verdict could call significant.
+        header += ["vs baseline run", "detects >="]
         for cells, row in zip(body, rows):
-            cells.append(comparison.cell(row.get("model") or "", row["variant"], row.get("target") or "",
-                                         row.get("device")))
+            ident = (row.get("model") or "", row["variant"], row.get("target") or "", row.get("device"))
+            cells += [comparison.cell(*ident), comparison.detectable_cell(*ident)]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-    right = {3, 4, 5, 6, 7, 9}
+    right = {3, 4, 5, 6, 7, 9} | ({len(header) - 1} if comparison is not None else set())
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -74,7 +75,21 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Comparison | N
     if any(r["result"] == "base" for r in rows):
         lines.append("result 'base': the fp32 baseline the variants were compared with (no test of its own)")
     lines += ["size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
+    if comparison is not None:
+        lines.append("detects >= = minimum detectable effect: the smallest latency slow-down this comparison "
+                     f"calls significant (p < {comparison.alpha:g}) with its noise and sample counts")
     return lines
+
+
+def _own_words(reason: str, row: Mapping[str, Any], where: str) -> str:
+    """``reason`` without the item's name in front (skip and failure messages start with
+    ``int8 on cpu:`` or ``digits-cnn int8:`` so they stand alone; the block names the item)."""
+    variant, model = row["variant"], row.get("model") or ""
+    for prefix in (f"{model} {variant} on {row.get('target')}: ", f"{variant} on {where}: ",
+                   f"{variant} on {row.get('target')}: ", f"{model} {variant}: ", f"{variant}: "):
+        if prefix.strip(": ") and reason.startswith(prefix):
+            return reason[len(prefix):]
+    return reason
 
 
 def first_line(text: Any) -> str:

@@ -43,7 +43,15 @@ class ModelIncompatible(TargetUnavailable):
 class TargetError(Exception):
     """A target failed while running a model (device offline, tool crashed, timeout).
 
-    The message names the device and the step, and quotes the tool's output tail.
+    The message names the device and the step, and quotes the tool's output tail. A fault
+    of the machine or the harness: the item errors.
+    """
+
+
+class VariantBroken(TargetError):
+    """The variant ran on the target and proved broken: it does not load, crashes at invoke,
+    gives NaN/inf outputs. A property of the model, not of the device: the item fails (in its
+    call phase), with the root cause and the remedy where one is known.
     """
 
 

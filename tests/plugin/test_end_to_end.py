@@ -324,3 +324,36 @@ def test_public_api_is_lazy() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "load_runs" in proc.stdout and "Measurement" in proc.stdout
+
+
+def test_progress_lines_do_not_repeat_the_test_files_name(project: pytest.Pytester) -> None:
+    """Issue 11, pattern 5: without -v, pytest printed the test file's name again after every
+    [edgeopt] progress line (18 times for the example)."""
+    project.makepyfile(test_progress="""
+        import pytest
+        @pytest.mark.edgeopt_variants("fp32", "float16", "dynamic_range")
+        @pytest.mark.cpu
+        def test_budgets(measurement):
+            pass
+    """)
+    result = project.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    lines = result.stdout.lines
+    assert sum("[edgeopt] measuring" in line for line in lines) >= 3  # progress was printed...
+    assert sum(line.startswith("test_progress.py") for line in lines) == 1, "\n".join(lines)  # ...the name once
+
+
+def test_the_not_passed_block_says_each_items_reason_once(project: pytest.Pytester) -> None:
+    """Issue 11, pattern 5: the summary's "not passed" block repeated the prefix
+    ("float16 on cpu: float16 on cpu: ...")."""
+    project.makepyfile(test_not_passed="""
+        import pytest
+        @pytest.mark.edgeopt_variants("float16")
+        @pytest.mark.cpu
+        def test_budgets(measurement):
+            measurement.check(min_size_reduction=0.99)
+    """)
+    result = project.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    block = result.stdout.str().split("not passed:", 1)[1].splitlines()[1]
+    assert block.strip().startswith("float16 on cpu: ") and block.count("float16 on cpu") == 1, block

@@ -74,6 +74,7 @@ from pytest_edgeopt.targets.base import (
     LatencySettings,
     TargetError,
     TargetUnavailable,
+    VariantBroken,
 )
 from pytest_edgeopt.tensors import (
     ModelIO,
@@ -271,7 +272,7 @@ class AndroidTarget:
                 f"{self.link.who}: the device has no GPU that TFLite's GPU delegate can use "
                 f"(step '{step}', {describe_exit(res.returncode)}): {tail}"
             )
-        raise TargetError(
+        raise VariantBroken(  # it runs other models: this one is the cause
             f"{self.link.who}: benchmark_model failed in step '{step}' with {describe_exit(res.returncode)}; "
             f"output ended with:\n{tail or '<no output>'}"
         )

@@ -32,7 +32,7 @@ from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible, EdgeTpuRe
 from pytest_edgeopt.targets.edgetpu.compiler import INSTALL_HINT, CompileCache, CompileLog, find_compiler
 from pytest_edgeopt.timing import time_invokes
 from pytest_edgeopt.tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
-from pytest_edgeopt.targets.base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable
+from pytest_edgeopt.targets.base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable, VariantBroken
 
 __all__ = [
     "DEFAULT_LIBRARY",
@@ -311,7 +311,7 @@ class EdgeTpuTarget:
             interp.allocate_tensors()
         except (RuntimeError, ValueError) as e:
             del delegate
-            raise TargetError(f"{path.name} does not load with the Edge TPU delegate on {self.device.id}: {e}") from e
+            raise VariantBroken(f"{path.name} does not load with the Edge TPU delegate on {self.device.id}: {e}") from e
         return interp, delegate
 
     def _open_failed(self, error: BaseException) -> str:
@@ -335,7 +335,7 @@ class EdgeTpuTarget:
             # The first invoke loads the parameters into the Edge TPU: timed on its own.
             timed = time_invokes(interp.invoke, settings)
         except RuntimeError as e:
-            raise TargetError(f"invoke failed on Edge TPU {self.device.id}: {e}") from e
+            raise VariantBroken(f"invoke failed on Edge TPU {self.device.id}: {e}") from e
         finally:
             del interp
             del delegate
@@ -365,6 +365,7 @@ class EdgeTpuTarget:
                 real = len(x)
                 if real < batch:
                     x = np.concatenate([x, np.zeros((batch - real, *x.shape[1:]), dtype=x.dtype)])
+                interp.reset_all_variables()  # independent samples: no RNN state from the last chunk
                 interp.set_tensor(spec.index, to_model_input(x, spec))
                 interp.invoke()
                 outs = [interp.get_tensor(o.index)[:real] for o in io.outputs]
@@ -373,7 +374,7 @@ class EdgeTpuTarget:
                 return [np.zeros((0, *[max(d, 1) for d in o.shape[1:]]), np.float32) for o in io.outputs]
             return [np.concatenate([c[i] for c in chunks]) for i in range(len(io.outputs))]
         except RuntimeError as e:
-            raise TargetError(f"invoke failed on Edge TPU {self.device.id}: {e}") from e
+            raise VariantBroken(f"invoke failed on Edge TPU {self.device.id}: {e}") from e
         finally:
             del interp
             del delegate
