@@ -5,7 +5,7 @@ does not use it.
 
 A small project (5 test modules, 55 tests, no edgeopt fixtures) is made in a temporary
 directory; ``python -m pytest --co -q`` is timed there with the plugin loaded (A) and with
-``-p no:edgeopt`` (B), alternately. Target: A/B <= 1.05, and tensorflow never imported.
+every edgeopt plugin disabled (B: the core and the three built-in target plugins), alternately. Target: A/B <= 1.05, and tensorflow never imported.
 
 Wall and CPU times on these shared machines vary by +-15% from run to run, more than the
 5% to be judged. So the script also counts the instructions each side executes under
@@ -34,6 +34,9 @@ HEAVY = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "ai_edge_qua
          "numpy", "pandas", "matplotlib", "filelock", "adbutils")
 
 TEST_MODULE = '''import pytest
+
+#: pytest arguments that turn off every plugin this package installs (its pytest11 entry points).
+WITHOUT = ("-p", "no:edgeopt", "-p", "no:edgeopt-cpu", "-p", "no:edgeopt-android", "-p", "no:edgeopt-edgetpu")
 
 
 @pytest.mark.parametrize("n", range(10))
@@ -100,7 +103,7 @@ def main() -> None:
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="run the children with PYTHONDONTWRITEBYTECODE=1 (every run compiles the plugin again)")
     args = ap.parse_args()
-    header("plugin start-up: pytest --co -q on a 55-test project, plugin loaded vs -p no:edgeopt"
+    header("plugin start-up: pytest --co -q on a 55-test project, plugin loaded vs every edgeopt plugin off"
            + (" (PYTHONDONTWRITEBYTECODE=1)" if args.no_bytecode_cache else " (bytecode caches on)"))
     # As the user runs it: the installed plugin, no extra import path, and bytecode caches
     # written (``pip install`` compiles a package's .pyc files and pytest caches its rewritten
@@ -120,7 +123,7 @@ def main() -> None:
             return child.wall_s
 
         def without_plugin() -> float:
-            child = run_child([*base, "-p", "no:edgeopt"], cwd=project, env=env)
+            child = run_child([*base, *WITHOUT], cwd=project, env=env)
             cpu["b"].append(child.cpu_s)
             return child.wall_s
 
@@ -132,10 +135,10 @@ def main() -> None:
         ratio = Ratio("pytest --co -q wall time", tuple(a), tuple(b))
         cpu_ratio = Ratio("pytest --co -q CPU time (user+sys)", tuple(cpu["a"]), tuple(cpu["b"]))
         say("counting instructions under callgrind (about 30 s)")
-        counts = [(instructions(base, project, env), instructions([*base, "-p", "no:edgeopt"], project, env))
+        counts = [(instructions(base, project, env), instructions([*base, *WITHOUT], project, env))
                   for _ in range(2)]
         mods_with = loaded_modules(project, [], env)
-        mods_without = loaded_modules(project, ["-p", "no:edgeopt"], env)
+        mods_without = loaded_modules(project, list(WITHOUT), env)
         imports = plugin_import_ms(project, env)
     added = [m for m in mods_with if m not in mods_without]
     tf_free = not any(m.startswith("tensorflow") or m == "tf_keras" for m in mods_with)

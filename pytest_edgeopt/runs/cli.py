@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pytest_edgeopt.labels import where
+from pytest_edgeopt.options import tolerance_arg
 from pytest_edgeopt.runs.record import RunRecord
 from pytest_edgeopt.runs.store import DEFAULT_STORAGE, RunNotFound, StoreWarning
 
@@ -46,15 +47,6 @@ class _Progress:
             print(f"edgeopt: {message}", file=sys.stderr, flush=True)
 
 
-def _tolerance(expr: str) -> Any:
-    from pytest_edgeopt.runs.tolerance import parse_tolerance
-
-    try:
-        return parse_tolerance(expr)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _parser() -> argparse.ArgumentParser:
     from pytest_edgeopt.runs.noise import ALPHA, DEFAULT_NOISE
 
@@ -68,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", parents=[common], help="compare run B with baseline run A")
     c.add_argument("baseline", metavar="A", help="baseline run: last, a number, a name or a file")
     c.add_argument("current", metavar="B", help="run to judge: last, a number, a name or a file")
-    c.add_argument("--fail", action="append", type=_tolerance, default=[], metavar="EXPR",
+    c.add_argument("--fail", action="append", type=tolerance_arg, default=[], metavar="EXPR",
                    help="tolerance that fails the comparison (repeatable): latency:5%%, latency:0.2ms, size:1%%, "
                         "compressed_size:1%%, accuracy:0.5pt")
     c.add_argument("--alpha", type=float, default=None, help=f"significance level of the latency test (default {ALPHA:g})")
