@@ -8,7 +8,7 @@ import numpy as np
 
 from pytest_edgeopt.model import ModelError, ModelUnderTest, score
 from pytest_edgeopt.results import Accuracy, Observation
-from pytest_edgeopt.targets.base import LatencySettings, Target
+from pytest_edgeopt.targets.base import LatencySettings, Target, TargetError
 from pytest_edgeopt.tensors import ModelIO
 from pytest_edgeopt.variants.builder import BuiltVariant
 
@@ -31,16 +31,35 @@ def check_eval_shape(mut: ModelUnderTest, built: BuiltVariant, x: np.ndarray) ->
     return np.asarray(x, dtype=np.float32)
 
 
-def observe(target: Target, built: BuiltVariant, mut: ModelUnderTest, settings: LatencySettings) -> Observation:
-    """Time ``built`` on ``target`` and score it on ``mut``'s eval data (when given)."""
+#: ``extras["evaluation"]`` of a model evaluated as one sequence (state carried between samples).
+SEQUENCE = "sequence"
+
+
+def observe(target: Target, built: BuiltVariant, mut: ModelUnderTest, settings: LatencySettings,
+            sequence: bool = False) -> Observation:
+    """Time ``built`` on ``target`` and score it on ``mut``'s eval data (when given).
+
+    Eval samples are independent (targets reset RNN state before each), unless
+    ``sequence``: the model carries state across calls and is fed its samples in order
+    (``extras["evaluation"] == "sequence"``); a target that cannot (``supports_sequence``
+    unset) raises TargetError.
+    """
     accuracy = None
     xy = mut.eval_arrays
     if xy is not None:
         x = check_eval_shape(mut, built, xy[0])
-        outputs = target.predict(built.path, x)
+        if sequence:
+            if not getattr(target, "supports_sequence", False):
+                raise TargetError(f"{target.name} cannot evaluate a stateful model as one sequence (its runs do "
+                                  "not carry state from one batch to the next); measure it on cpu")
+            outputs = target.predict(built.path, x, sequence=True)  # type: ignore[call-arg]
+        else:
+            outputs = target.predict(built.path, x)
         accuracy = Accuracy(mut.metric_name, score(mut.metric, outputs, xy[1]), len(x))
     lat = target.latency(built.path, settings)
     extras: dict[str, Any] = dict(lat.extras)
+    if sequence:
+        extras["evaluation"] = SEQUENCE
     return Observation(
         model=mut.name, variant=built.name, target=target.name, device=target.device.to_dict(),
         size_bytes=built.size_bytes, compressed_size_bytes=built.compressed_size_bytes,

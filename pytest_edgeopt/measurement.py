@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_edgeopt.budgets import rules as _budgets
+from pytest_edgeopt.fidelity import Fidelity
 from pytest_edgeopt.results import Accuracy, LatencyStats, Observation
 
 
@@ -32,7 +33,9 @@ class Measurement:
 
     Sizes in bytes, latency in ms, ``size_reduction`` as a fraction of fp32's size
     (0.75 = a quarter of the size), ``speedup`` as fp32 p50 / variant p50, and
-    ``accuracy_drop`` as fp32 metric minus variant metric (positive = worse).
+    ``accuracy_drop`` as fp32 metric minus variant metric (positive = worse), and
+    ``source_accuracy_drop`` the same against the source model the fp32 was converted from
+    (``fidelity``: the conversion check, when made).
     """
 
     observation: Observation
@@ -40,6 +43,9 @@ class Measurement:
     outcomes: list[BudgetOutcome] = field(default_factory=list)
     #: The variant's ``.tflite`` (for analyses made on demand, e.g. Edge TPU compatibility).
     model_path: Path | None = None
+    #: The fp32 ``.tflite`` compared with the source model (None: not checked, e.g. a
+    #: ``.tflite`` source or no eval data): the source model's metric and max |d|.
+    fidelity: Fidelity | None = None
 
     def __repr__(self) -> str:
         metric = "" if self.metric is None else f", {self.metric_name} {self.metric:.3f}"
@@ -110,6 +116,19 @@ class Measurement:
         return self.baseline.accuracy.value - self.observation.accuracy.value
 
     @property
+    def source_metric(self) -> float | None:
+        """The metric of the source model (Keras, SavedModel) on the eval set, from the
+        conversion-fidelity check; None when not checked."""
+        return None if self.fidelity is None else self.fidelity.source_metric
+
+    @property
+    def source_accuracy_drop(self) -> float | None:
+        """Source model metric minus variant metric (positive = worse than the model trained)."""
+        if self.source_metric is None or self.metric is None:
+            return None
+        return self.source_metric - self.metric
+
+    @property
     def extras(self) -> dict[str, Any]:
         return dict(self.observation.extras)
 
@@ -138,7 +157,7 @@ class Measurement:
         self.outcomes.append(BudgetOutcome(dict(budgets), tuple(found)))
         return found
 
-    def check(self, **budgets: Any) -> "Measurement":
+    def check(self, **budgets: Any) -> Measurement:
         """Assert the budgets (keywords: :data:`pytest_edgeopt.budgets.rules.RULES`).
 
         Raises :class:`~pytest_edgeopt.budgets.rules.BudgetExceeded` listing every budget
@@ -177,6 +196,9 @@ class Measurement:
             "metric_name": self.metric_name,
             "metric": self.metric,
             "accuracy_drop": self.accuracy_drop,
+            "source_metric": self.source_metric,
+            "source_accuracy_drop": self.source_accuracy_drop,
+            "fidelity_max_abs_diff": None if self.fidelity is None else self.fidelity.max_abs_diff,
             "from_cache": self.observation.from_cache,
             "build_seconds": self.observation.build_seconds,
         }
@@ -188,13 +210,15 @@ class Measurement:
             "derived": self.summary(),
             "budget_checks": [o.to_dict() for o in self.outcomes],
             "model_path": str(self.model_path) if self.model_path else None,
+            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Measurement":
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
         outcomes = [
             BudgetOutcome(o["budgets"], tuple(_budgets.Violation(**v) for v in o["violations"]))
             for o in d.get("budget_checks", [])
         ]
         return cls(Observation.from_dict(d), Observation.from_dict(d["baseline"]), outcomes,
-                   Path(d["model_path"]) if d.get("model_path") else None)
+                   Path(d["model_path"]) if d.get("model_path") else None,
+                   Fidelity.from_dict(d["fidelity"]) if d.get("fidelity") else None)

@@ -12,15 +12,16 @@ from typing import Any
 
 from pytest_edgeopt.farm.health import HealthMonitor
 from pytest_edgeopt.farm.lease import DeviceLeases
-from pytest_edgeopt.measure import observe
+from pytest_edgeopt.fidelity import PAYLOAD, Fidelity, FidelityError, Tolerance, from_json, has_state_ops, to_json
+from pytest_edgeopt.measure import check_eval_shape, observe
 from pytest_edgeopt.measurement import Measurement
-from pytest_edgeopt.model import ModelUnderTest
+from pytest_edgeopt.model import ModelError, ModelUnderTest, fingerprint_arrays, score
 from pytest_edgeopt.results import Observation
 from pytest_edgeopt.settings import Settings
 from pytest_edgeopt.targets.base import HOST, Device, ModelIncompatible, Target
 from pytest_edgeopt.variants.builder import Builder, BuiltVariant
-from pytest_edgeopt.variants.cache import VariantCache
-from pytest_edgeopt.variants.registry import BASELINE
+from pytest_edgeopt.variants.cache import VariantCache, key_of
+from pytest_edgeopt.variants.registry import BASELINE, resolve_options
 from pytest_edgeopt.workers.pool import WorkerPool, activity
 
 #: Set to 1 to build and measure in the pytest process itself (no worker process): for
@@ -36,6 +37,11 @@ class EdgeoptSession:
     measurement on a device holds the device's lease (:mod:`pytest_edgeopt.farm.lease`: one
     measurement at a time per device across processes) and starts with a health check
     (:mod:`pytest_edgeopt.farm.health`); building never holds a lease.
+
+    Before a model's first measurement its fp32 ``.tflite`` is checked against the source
+    model (:meth:`fidelity`, :mod:`pytest_edgeopt.fidelity`): beyond the tolerance every
+    measurement of the model raises FidelityError; a stateful model is evaluated as one
+    sequence.
 
     Cache misses are built, and host-CPU measurements run, in one worker process
     (:mod:`pytest_edgeopt.workers`), started on first need and replaced after a crash;
@@ -55,6 +61,7 @@ class EdgeoptSession:
         self.health = HealthMonitor(settings.health, progress)
         self._targets: dict[tuple[str, str], Target] = {}
         self._observed: dict[tuple[str, str, str], Observation | BaseException] = {}
+        self._fidelity: dict[tuple[str, str], tuple[Fidelity | None, bool] | BaseException] = {}
 
     def target(self, name: str, device: Device) -> Target:
         key = (name, device.id)
@@ -80,8 +87,9 @@ class EdgeoptSession:
         finally:
             activity.reset(token)
 
-    def observe(self, mut: ModelUnderTest, built: BuiltVariant, target: Target) -> Observation:
-        """``built`` measured on ``target``, once per session (a failure is remembered too)."""
+    def observe(self, mut: ModelUnderTest, built: BuiltVariant, target: Target, sequence: bool = False) -> Observation:
+        """``built`` measured on ``target``, once per session (a failure is remembered too);
+        ``sequence``: the model carries state across calls (see :func:`pytest_edgeopt.measure.observe`)."""
         key = (built.key, target.name, target.device.id)
         done = self._observed.get(key)
         if isinstance(done, BaseException):
@@ -93,7 +101,7 @@ class EdgeoptSession:
             try:
                 with self.leases.hold(target.device, f"{mut.name} {built.name} on {where}") as lease:
                     conditions = self.health.check(target)
-                    done = observe(target, built, mut, self.settings.latency)
+                    done = observe(target, built, mut, self.settings.latency, sequence)
                     if lease is not None:  # when, and after how long a wait, the device was ours
                         lease = {**lease, "until": time.time()}
                 extras = {"conditions": conditions, "lease": lease}
@@ -109,17 +117,109 @@ class EdgeoptSession:
     def measure(self, mut: ModelUnderTest, built: BuiltVariant, target: Target) -> Measurement:
         """``built`` on ``target`` compared with fp32 measured on the same target."""
         base_built = built if built.name == BASELINE else self.build(mut, BASELINE)
+        fidelity, sequence = self.fidelity(mut, base_built)
         if built.key == base_built.key:
-            obs = self.observe(mut, built, target)
-            return Measurement(obs, obs, model_path=built.path)
-        obs = self.observe(mut, built, target)
+            obs = self.observe(mut, built, target, sequence)
+            return Measurement(obs, obs, model_path=built.path, fidelity=fidelity)
+        obs = self.observe(mut, built, target, sequence)
         try:
-            baseline = self.observe(mut, base_built, target)
+            baseline = self.observe(mut, base_built, target, sequence)
         except ModelIncompatible:
             # fp32 cannot run here (an Edge TPU takes integer models only): compare with fp32
             # on the host CPU, and say so in the figures (baseline target "cpu").
-            baseline = self.observe(mut, base_built, self.target("cpu", HOST))
-        return Measurement(obs, baseline, model_path=built.path)
+            baseline = self.observe(mut, base_built, self.target("cpu", HOST), sequence)
+        return Measurement(obs, baseline, model_path=built.path, fidelity=fidelity)
+
+    # -- conversion fidelity -------------------------------------------------------------
+    def fidelity(self, mut: ModelUnderTest, fp32: BuiltVariant) -> tuple[Fidelity | None, bool]:
+        """The fp32 ``.tflite`` compared with ``mut``'s source model (once per model per
+        session, kept in the variant cache) and whether the model is evaluated as a sequence.
+
+        ``None`` for a ``.tflite`` source, a model without eval data, ``fidelity=False``, or
+        a source model that cannot be run here (said through ``progress``). Raises
+        :class:`~pytest_edgeopt.fidelity.FidelityError` (a TargetError: every test of the
+        model fails) beyond the tolerance, ModelError for a bad ``stateful``/``fidelity`` knob.
+        """
+        memo_key = (mut.name, fp32.key)
+        done = self._fidelity.get(memo_key)
+        if isinstance(done, BaseException):
+            raise done
+        if done is None:
+            try:
+                done = self._check_fidelity(mut, fp32)
+            except (FidelityError, ModelError) as exc:
+                self._fidelity[memo_key] = exc
+                raise
+            self._fidelity[memo_key] = done
+        return done
+
+    def _check_fidelity(self, mut: ModelUnderTest, fp32: BuiltVariant) -> tuple[Fidelity | None, bool]:
+        options = resolve_options(mut)
+        stateful = options.get("stateful")
+        if stateful not in (None, True, False):
+            raise ModelError(f"{mut.name}: the stateful option must be True, False or None (decide from the "
+                             f"model), got {stateful!r}")
+        try:
+            tolerance = Tolerance.from_option(options.get("fidelity"))
+        except ValueError as exc:
+            raise ModelError(f"{mut.name}: {exc}") from None
+        xy = mut.eval_arrays
+        if xy is None:  # nothing is predicted: neither a check nor a sequence to evaluate
+            return None, False
+        if mut.source.kind == "tflite" or not tolerance.enabled:
+            return None, bool(stateful) if stateful is not None else has_state_ops(fp32.path)
+        x = check_eval_shape(mut, fp32, xy[0])
+        material = {"fidelity": 1, "fp32": fp32.key, "eval": fingerprint_arrays(x, xy[1]), "metric": mut.metric,
+                    "stateful": stateful, "max_diff_rel": tolerance.max_diff_rel, "versions": self.builder.versions}
+        key = key_of(material)
+        label = activity.set(f"{mut.name} fidelity")
+        try:
+            entry = self.builder.cache.get_or_build(
+                key, lambda: self._compare_source(mut, fp32, x, xy[1], stateful, tolerance, material), PAYLOAD)
+        except _SourceNotRun as exc:
+            self.progress(f"{mut.name}: the fp32 conversion is not checked against the source model ({exc})")
+            return None, bool(stateful) if stateful is not None else has_state_ops(fp32.path)
+        finally:
+            activity.reset(label)
+        fidelity = replace(from_json(entry.path.read_bytes()), from_cache=entry.hit)
+        fidelity.check(tolerance)
+        return fidelity, fidelity.stateful
+
+    def _compare_source(self, mut: ModelUnderTest, fp32: BuiltVariant, x: Any, y: Any, stateful: bool | None,
+                        tolerance: Tolerance, material: Mapping[str, Any]) -> tuple[bytes, Mapping[str, Any]]:
+        from pytest_edgeopt.fidelity import SourceRun, output_difference, run_source
+        from pytest_edgeopt.workers.requests import NotPortable
+
+        self.progress(f"checking {mut.name}'s fp32 conversion against the source model")
+        run: SourceRun | None = None
+        try:
+            if self.workers is not None:
+                from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
+                from pytest_edgeopt.workers.requests import FidelityRequest
+
+                try:
+                    portable = self.builder.portable(mut)
+                    run = self.workers.call(
+                        FidelityRequest(portable.token, portable, fp32.path.resolve(), x, stateful,
+                                        tolerance.max_diff_rel),
+                        timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
+                except NotPortable:  # as the builder does: this model stays in this process
+                    self.builder._not_portable.add(id(mut))
+                    run = None
+            if run is None:
+                run = run_source(mut.source, x, fp32.path, stateful, tolerance.max_diff_rel,
+                                 self.builder._memo, mut.fingerprint)
+        except Exception as exc:  # the source cannot run here (or crashed): the check is skipped, not the tests
+            raise _SourceNotRun(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        diff, span = output_difference(run.outputs, run.tflite_outputs)
+        op, layer = run.divergence or (None, None)
+        fidelity = Fidelity(
+            metric=mut.metric_name, source_metric=score(mut.metric, run.outputs, y),
+            tflite_metric=score(mut.metric, run.tflite_outputs, y), max_abs_diff=diff, output_range=span,
+            samples=len(x), source_kind=mut.source.kind, stateful=run.stateful,
+            first_divergent_op=op, first_divergent_layer=layer)
+        return (to_json(fidelity),
+                {"kind": "fidelity", "model": mut.name, "material": dict(material)})
 
     def close(self) -> None:
         """Close the targets and stop the worker process."""
@@ -131,3 +231,7 @@ class EdgeoptSession:
         self._targets.clear()
         if self.workers is not None:
             self.workers.close()
+
+
+class _SourceNotRun(Exception):
+    """The source model could not be run for the fidelity check (the check is skipped)."""

@@ -3,7 +3,9 @@
 Latency: warm-up invokes, then timed invokes until both a minimum count and a minimum
 time are reached; each sample is one ``invoke()`` timed with ``perf_counter_ns`` and
 nothing else inside the timed region. Accuracy: the eval set in batches (the input's
-batch axis resized), quantized I/O converted with the tensors' scale and zero point.
+batch axis resized, else the model's own batch size), variable tensors (RNN state) reset
+before each batch, or fed in order as one sequence for a stateful model; quantized I/O
+converted with the tensors' scale and zero point.
 
 Given a :class:`~pytest_edgeopt.workers.pool.WorkerPool` (the session attaches its own
 through :meth:`CpuTarget.use_workers`), both run in the worker process, the timed loop
@@ -84,8 +86,20 @@ def measure_latency(model: Path, settings: LatencySettings) -> LatencyResult:
     )
 
 
-def run_predict(model: Path, inputs: np.ndarray, threads: int = 1) -> list[np.ndarray]:
-    """Float outputs of the ``.tflite`` at ``model`` for ``inputs`` (batch axis first), in this process."""
+def run_predict(model: Path, inputs: np.ndarray, threads: int = 1, sequence: bool = False) -> list[np.ndarray]:
+    """Float outputs of the ``.tflite`` at ``model`` for ``inputs`` (batch axis first), in this process.
+
+    Samples are independent: variable tensors (the hidden and cell state
+    ``UNIDIRECTIONAL_SEQUENCE_LSTM`` keeps across ``invoke()``, see FACTS "Recurrent
+    models") are reset before every invoke, so no sample sees the state another left.
+    Batches of :data:`EVAL_BATCH` when the input's batch axis can be resized; otherwise
+    (a batch-1 concrete-function model, or a resize the model refuses) in chunks of the
+    model's own batch size, each with its own reset.
+
+    ``sequence=True``: the model carries state across calls (a stateful RNN): the samples
+    are fed in order, in chunks of the model's own batch size, with one reset before the
+    first only.
+    """
     stage("load")
     interp, _ = make_interpreter(model, threads)
     io = ModelIO.of_interpreter(interp)
@@ -93,21 +107,25 @@ def run_predict(model: Path, inputs: np.ndarray, threads: int = 1) -> list[np.nd
         raise TargetError(f"the model has {len(io.inputs)} inputs; accuracy runs support one input")
     spec = io.inputs[0]
     n = len(inputs)
-    batch = EVAL_BATCH if spec.shape and spec.shape[0] == -1 else 1
-    if batch > 1:
+    own = max(1, int(interp.get_input_details()[0]["shape"][0])) if spec.shape else 1
+    batch = EVAL_BATCH if spec.shape and spec.shape[0] == -1 and not sequence else own
+    if batch != own:
         try:
             interp.resize_tensor_input(spec.index, [batch, *spec.shape[1:]], strict=True)
             interp.allocate_tensors()
         except (RuntimeError, ValueError):
-            batch = 1
+            batch = own
             interp, _ = make_interpreter(model, threads)
     stage("invoke")
+    interp.reset_all_variables()
     chunks: list[list[np.ndarray]] = []
     for start in range(0, n, batch):
         x = inputs[start:start + batch]
         real = len(x)
         if real < batch:  # pad the last chunk to the allocated batch size
             x = np.concatenate([x, np.zeros((batch - real, *x.shape[1:]), dtype=x.dtype)])
+        if not sequence and start:
+            interp.reset_all_variables()
         interp.set_tensor(spec.index, to_model_input(x, spec))
         interp.invoke()
         outs = [interp.get_tensor(o.index)[:real] for o in io.outputs]
@@ -143,13 +161,17 @@ class CpuTarget:
                                                   timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
         return result
 
-    def predict(self, model: Path, inputs: np.ndarray) -> Sequence[np.ndarray]:
+    #: :meth:`predict` can evaluate a stateful model as one sequence (``sequence=True``).
+    supports_sequence = True
+
+    def predict(self, model: Path, inputs: np.ndarray, sequence: bool = False) -> Sequence[np.ndarray]:
+        """Float outputs for ``inputs``; see :func:`run_predict` (resets, ``sequence``)."""
         if self.workers is None:
-            return run_predict(model, inputs, self.threads)
+            return run_predict(model, inputs, self.threads, sequence)
         from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
         from pytest_edgeopt.workers.requests import PredictRequest
 
-        outputs: list[np.ndarray] = self.workers.call(PredictRequest(Path(model).resolve(), inputs, self.threads),
+        outputs: list[np.ndarray] = self.workers.call(PredictRequest(Path(model).resolve(), inputs, self.threads, sequence),
                                                       timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
         return outputs
 

@@ -48,7 +48,8 @@ def gzip_size(data: bytes) -> int:
 @dataclass(frozen=True, slots=True)
 class BuiltVariant:
     """A built variant: ``path`` of the ``.tflite`` (in the cache), sizes in bytes
-    (``compressed_size_bytes`` is gzip level 9), the full ``recipe``, the time its build
+    (``compressed_size_bytes`` is gzip level 9), the full ``recipe`` (with the notes its
+    builder recorded, e.g. ``conversion: concrete_function_batch1``), the time its build
     took in seconds (when it was built, in this or an earlier run), and ``from_cache``."""
 
     model: str
@@ -156,9 +157,11 @@ class Builder:
         if not isinstance(size, int) or not isinstance(compressed, int):  # an entry from an older version
             data = entry.path.read_bytes()
             size, compressed = len(data), gzip_size(data)
+        notes = entry.meta.get("notes")  # what the builder chose (a batch-1 conversion, dense layers)
         built = BuiltVariant(
             model=mut.name, name=name, path=entry.path, size_bytes=size,
-            compressed_size_bytes=compressed, recipe=material["recipe"],
+            compressed_size_bytes=compressed,
+            recipe={**material["recipe"], **notes} if isinstance(notes, dict) and notes else material["recipe"],
             build_seconds=float(entry.meta.get("build_seconds", 0.0)), from_cache=entry.hit, key=key,
         )
         self._done[key] = built
@@ -210,13 +213,20 @@ class Builder:
         return reply.entry
 
     def _portable(self, mut: ModelUnderTest, spec: VariantSpec) -> PortableModel:
-        from pytest_edgeopt.workers.requests import PortableModel, pickle_model
+        return self.portable(mut, spec.needs)
 
+    def portable(self, mut: ModelUnderTest, needs: tuple[str, ...] = ()) -> PortableModel:
+        """``mut`` as a worker receives it, with the data fields ``needs`` (the in-memory
+        model pickled once per model). Raises NotPortable (build or check in-process)."""
+        from pytest_edgeopt.workers.requests import NotPortable, PortableModel, pickle_model
+
+        if id(mut) in self._not_portable:
+            raise NotPortable(f"{mut.name} cannot be sent to a worker")
         hit = self._pickled.get(id(mut))
         if hit is None or hit[0] is not mut:
             src = mut.source
             hit = self._pickled[id(mut)] = (mut, None if src.path is not None else pickle_model(src.obj))
-        return PortableModel.of(mut, spec.needs, hit[1])
+        return PortableModel.of(mut, needs, hit[1])
 
     def _run_builder(self, mut: ModelUnderTest, spec: VariantSpec, options: Mapping[str, Any],
                      material: Mapping[str, Any]) -> tuple[bytes, Mapping[str, Any]]:
@@ -237,4 +247,4 @@ class Builder:
         # gzip -9 takes ~1 s per 15 MB: computed once here and kept in meta.json, so a warm
         # run does not recompress every variant.
         return data, {"material": material, "variant": name, "model": mut.name,
-                      "compressed_size_bytes": gzip_size(data)}
+                      "compressed_size_bytes": gzip_size(data), "notes": dict(ctx.notes)}

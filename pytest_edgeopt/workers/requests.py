@@ -19,6 +19,7 @@ from pytest_edgeopt.workers.stage import stage
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from pytest_edgeopt.fidelity import SourceRun
     from pytest_edgeopt.model import ModelUnderTest
     from pytest_edgeopt.targets.base import LatencyResult, LatencySettings
     from pytest_edgeopt.variants.builder import BuiltVariant
@@ -63,10 +64,14 @@ class PortableModel:
                    mut.fingerprint, representative, train, dict(mut.options or {}))
 
     def restore(self) -> ModelUnderTest:
-        """The model under test in the worker (same fingerprint as in the parent)."""
+        """The model under test in the worker (same fingerprint as in the parent). Raises
+        NotPortable when the in-memory model cannot be rebuilt here."""
         from pytest_edgeopt.model import ModelUnderTest
 
-        model: Any = self.path if self.path is not None else pickle.loads(self.pickled or b"")
+        try:
+            model: Any = self.path if self.path is not None else pickle.loads(self.pickled or b"")
+        except Exception as exc:  # a custom layer the worker cannot rebuild (defined in a conftest)
+            raise NotPortable(f"the worker cannot rebuild {self.name} ({type(exc).__name__}: {exc})") from None
         mut = ModelUnderTest(self.name, model, representative_data=self.representative,
                              train_data=self.train, options=self.options)
         mut._fingerprint = self.fingerprint  # the parent's, so keys match without re-hashing
@@ -141,13 +146,44 @@ class LatencyRequest:
 
 @dataclass(frozen=True, slots=True)
 class PredictRequest:
-    """Run ``inputs`` (float32, batch axis first) through the ``.tflite`` at ``path``."""
+    """Run ``inputs`` (float32, batch axis first) through the ``.tflite`` at ``path``
+    (``sequence``: in order, state carried; see :func:`pytest_edgeopt.targets.cpu.run_predict`)."""
 
     path: Path
     inputs: np.ndarray
     threads: int
+    sequence: bool = False
 
     def run(self, worker: WorkerState) -> Sequence[np.ndarray]:
         from pytest_edgeopt.targets.cpu import run_predict
 
-        return run_predict(self.path, self.inputs, self.threads)
+        return run_predict(self.path, self.inputs, self.threads, self.sequence)
+
+
+@dataclass(frozen=True, slots=True)
+class FidelityRequest:
+    """Run the source model of ``model`` (the worker's copy of ``token``) and the fp32
+    ``.tflite`` at ``tflite`` on ``inputs`` (float32, batch axis first), and look for the
+    first divergent op beyond ``max_diff_rel`` (:func:`pytest_edgeopt.fidelity.run_source`).
+    ``stateful``: the ``stateful`` knob (``None``: decide from the model)."""
+
+    token: str
+    model: PortableModel | None
+    tflite: Path
+    inputs: np.ndarray
+    stateful: bool | None
+    max_diff_rel: float
+
+    def for_worker(self, known: set[str]) -> FidelityRequest:
+        if self.token in known:
+            return replace(self, model=None)
+        known.add(self.token)
+        return self
+
+    def run(self, worker: WorkerState) -> SourceRun:
+        from pytest_edgeopt.fidelity import run_source
+
+        stage("load")
+        mut = worker.model(self.token, self.model)
+        return run_source(mut.source, self.inputs, self.tflite, self.stateful, self.max_diff_rel,
+                          worker.memo, mut.fingerprint)

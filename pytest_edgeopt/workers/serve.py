@@ -38,7 +38,8 @@ SELFTEST_ENV = "PYTEST_EDGEOPT_SELFTEST_CRASH"
 
 
 class WorkerState:
-    """What a worker keeps between requests: the models it was sent (by token) and one
+    """What a worker keeps between requests: the models it was sent (by token), loaded
+    source models (``memo``: the fidelity check, :class:`~pytest_edgeopt.workers.requests.FidelityRequest`), and one
     :class:`~pytest_edgeopt.variants.builder.Builder` per cache (its in-process memo of
     loaded models and fine-tuned intermediates is what reusing a worker buys)."""
 
@@ -47,6 +48,8 @@ class WorkerState:
         self.label = ""
         self._models: dict[str, ModelUnderTest] = {}
         self._builders: dict[tuple[str, bool], Builder] = {}
+        #: Models loaded once per worker for requests other than builds (the fidelity check).
+        self.memo: dict[Any, Any] = {}
         self._crash = _selftest_crash(os.environ.get(SELFTEST_ENV, ""))
 
     def progress(self, message: str) -> None:

@@ -149,3 +149,11 @@ def test_a_warm_run_imports_no_tensorflow_anywhere(project: pytest.Pytester) -> 
     assert modules["worker"] == ["ai_edge_litert"]  # the measuring worker: LiteRT only
     assert modules["started"] == 1
     assert doc["totals"]["variants_built"] == 0
+    # The fp32 conversion check (source model vs fp32 .tflite) came from the cache too, and
+    # every measurement carries the source model's metric next to its own.
+    assert len(doc["measurements"]) == 3
+    for row in doc["measurements"]:
+        m = row["measurement"]
+        assert m["fidelity"]["from_cache"] is True and m["fidelity"]["source_kind"] == "keras"
+        assert m["fidelity"]["max_abs_diff"] < 1e-4
+        assert m["derived"]["source_metric"] == pytest.approx(m["baseline"]["accuracy"]["value"], abs=0.01)
