@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_edgeopt.targets.base import TargetError
+from pytest_edgeopt.targets.base import TargetError, VariantBroken
 
 #: Payload file name of a fidelity entry in :class:`~pytest_edgeopt.variants.cache.VariantCache`.
 PAYLOAD = "fidelity.json"
@@ -49,7 +49,7 @@ DEFAULT_METRIC_ABS = 0.01
 DEFAULT_MAX_DIFF_REL = 0.01
 
 
-class FidelityError(TargetError):
+class FidelityError(VariantBroken):
     """The fp32 ``.tflite`` differs from the source model beyond the tolerance (a FAIL of
     every test of the model). ``fidelity``: the figures."""
 
@@ -182,15 +182,15 @@ class Fidelity:
 
 def output_difference(source: Sequence[np.ndarray], tflite: Sequence[np.ndarray]) -> tuple[float, float]:
     """(max |tflite - source| over every output element, max - min of the source outputs).
-    Raises TargetError when the outputs do not line up (count or shape)."""
+    Raises VariantBroken when the outputs do not line up (count or shape)."""
     if len(source) != len(tflite):
-        raise TargetError(f"the fp32 .tflite has {len(tflite)} outputs but the source model {len(source)}")
+        raise VariantBroken(f"the fp32 .tflite has {len(tflite)} outputs but the source model {len(source)}")
     diff, lo, hi = 0.0, math.inf, -math.inf
     for s, t in zip(source, tflite):
         s = np.asarray(s, dtype=np.float64)
         t = np.asarray(t, dtype=np.float64)
         if s.size != t.size:
-            raise TargetError(f"the fp32 .tflite's output has shape {t.shape} but the source model's {s.shape}")
+            raise VariantBroken(f"the fp32 .tflite's output has shape {t.shape} but the source model's {s.shape}")
         d = np.abs(t.reshape(-1) - s.reshape(-1))
         diff = max(diff, float(np.max(d)) if d.size else 0.0)
         if np.isnan(d).any():

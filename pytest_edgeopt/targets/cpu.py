@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pytest_edgeopt.targets.base import HOST, Device, LatencyResult, LatencySettings, TargetError
+from pytest_edgeopt.targets.base import HOST, Device, LatencyResult, LatencySettings, TargetError, VariantBroken
 from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
 from pytest_edgeopt.timing import time_invokes
 from pytest_edgeopt.workers.stage import stage
@@ -52,7 +52,7 @@ def make_interpreter(model: Path | bytes, threads: int = 1) -> tuple[Any, str]:
             return interp, resolver.name
         except (RuntimeError, ValueError) as exc:
             last = exc
-    raise TargetError(f"the LiteRT interpreter cannot load the model: {last}")
+    raise VariantBroken(f"the LiteRT interpreter cannot load the model: {last}")
 
 
 def sample_input(io: ModelIO, rng: np.random.Generator) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ from multiprocessing.connection import Pipe
 from pathlib import Path
 from typing import Any
 
-from pytest_edgeopt.targets.base import TargetError
+from pytest_edgeopt.targets.base import VariantBroken
 from pytest_edgeopt.variants.registry import VariantBuildError
 from pytest_edgeopt.workers.requests import NotPortable
 
@@ -109,8 +109,8 @@ class BuildCrashed(WorkerCrashed, VariantBuildError):
     """A worker crashed building a variant: a FAIL of that variant (a VariantBuildError)."""
 
 
-class MeasureCrashed(WorkerCrashed, TargetError):
-    """A worker crashed measuring on the host CPU: a FAIL on that target (a TargetError)."""
+class MeasureCrashed(WorkerCrashed, VariantBroken):
+    """A worker crashed measuring on the host CPU: a FAIL on that target (a VariantBroken)."""
 
 
 def stderr_tail(path: Path, lines: int = STDERR_LINES, width: int = 300) -> tuple[str, ...]:
