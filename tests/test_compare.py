@@ -8,12 +8,12 @@ import math
 
 import numpy as np
 import pytest
+from run_docs import changed, real_doc, slowed, with_metadata, with_samples
 
 from pytest_edgeopt.runs.abtest import ab_latency, confirm_latency
 from pytest_edgeopt.runs.gate import compare_runs, p50s_of
 from pytest_edgeopt.runs.noise import block_medians, estimate_noise, latency_change
 from pytest_edgeopt.runs.tolerance import Tolerance, parse_tolerance, parse_tolerances
-from run_docs import changed, real_doc, slowed, with_metadata, with_samples
 
 
 # -- tolerances ----------------------------------------------------------------------------------
@@ -26,6 +26,7 @@ from run_docs import changed, real_doc, slowed, with_metadata, with_samples
     ("compressed_size:1%", Tolerance("compressed_size", 1.0, "%")),
     ("accuracy:0.5pt", Tolerance("accuracy", 0.5, "pt")),
     (" accuracy : .5 pt ", Tolerance("accuracy", 0.5, "pt")),
+    ("latency:5%,strict", Tolerance("latency", 5.0, "%", strict=True)),
 ])
 def test_tolerances_parse(expr: str, expected: Tolerance) -> None:
     assert parse_tolerance(expr) == expected
@@ -36,6 +37,7 @@ def test_tolerances_parse(expr: str, expected: Tolerance) -> None:
     ("latency", "malformed"), ("latency:5", "takes the unit"), ("lat:5%", "unknown metric 'lat'"),
     ("size:1pt", "takes the unit % or B"), ("accuracy:0.5%", "takes the unit pt"), ("latency:-5%", "malformed"),
     ("latency:5%%", "takes the unit"), ("", "malformed"), ("latency:five%", "malformed"),
+    ("size:1%,strict", "only latency takes one"), ("latency:5%,loose", "unknown flag 'loose'"),
 ])
 def test_malformed_tolerances_explain_the_grammar(expr: str, why: str) -> None:
     with pytest.raises(ValueError, match=why) as info:
@@ -246,7 +248,9 @@ def test_noise_comes_from_history_or_the_default() -> None:
     assert c.noise == pytest.approx(0.0198 / (1.6449 * math.sqrt(2)), rel=0.01)
     assert c.noise_source == "estimated from 5 earlier runs"
     noisy = compare_runs(doc, doc, ["latency:5%"], noise=0.05)
-    assert any("cannot catch smaller ones" in w for w in noisy.warnings)
+    assert noisy.cannot_judge is not None
+    assert noisy.cannot_judge.startswith("latency:5% cannot be judged here: this run detects >= ")
+    assert "(noise 5%)" in noisy.cannot_judge and not noisy.failed
 
 
 def test_p50s_of_include_the_embedded_baseline() -> None:
@@ -309,7 +313,8 @@ def test_confirm_skips_rows_it_cannot_remeasure() -> None:
     c = compare_runs(base, slowed(base, "int8", 1.3), ["latency:5%"], noise=0.0)
     kept = confirm_latency(c, lambda row: None)
     assert [r.variant for r in kept.regressions] == ["int8"]
-    assert any("no A/B re-measurement for int8 on cpu" in w for w in kept.warnings)
+    assert any("latency judged on two runs only for int8 on cpu" in w for w in kept.warnings)
+    assert kept.row("digits-cnn", "int8", "cpu").evidence.startswith("latency judged on two runs only")
 
 
 def test_confirm_needs_the_same_runtime() -> None:

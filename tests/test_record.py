@@ -154,3 +154,13 @@ def test_a_devices_name() -> None:
     assert device_label({"id": "127.0.0.1:5555", "label": None}) == "127.0.0.1:5555"
     assert device_label({}) == device_label(None) == "host"
     assert device_label("serial") == "serial"
+
+
+def test_a_test_record_keeps_the_cache_key_of_its_model_file() -> None:
+    rec = next(r for r in real_doc()["measurements"] if r.get("measurement"))
+    assert "model_key" not in rec  # written before keys were recorded: reads as None, writes back as it was
+    old = TestRecord.from_dict(rec)
+    assert old.model_key is None and old.to_dict() == rec
+    new = {**rec, "model_key": "ab" * 32}
+    assert TestRecord.from_dict(new).model_key == "ab" * 32
+    assert TestRecord.from_dict(new).to_dict() == new

@@ -7,17 +7,21 @@ verdicts with it: 0 false alarms and 100% detection of 10% in the live trials of
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from pytest_edgeopt.labels import where
-from pytest_edgeopt.runs.gate import Comparison, Regression, RowComparison
-from pytest_edgeopt.runs.noise import ALPHA, LatencyChange, latency_exceeds
+from pytest_edgeopt.runs.gate import Comparison, Regression, RowComparison, judge_sensitivity
+from pytest_edgeopt.runs.noise import ALPHA, LatencyChange, latency_exceeds, normal_quantile
+from pytest_edgeopt.runs.tolerance import Tolerance
 
 #: Rounds of an A/B re-measurement (each: one window of each model, order alternating).
 AB_ROUNDS = 12
+#: Rounds an unsettled A/B goes on to (see :func:`ab_latency`).
+AB_MAX_ROUNDS = 72
 
 
 def _sign_test(d: Sequence[float]) -> float:
@@ -45,8 +49,8 @@ def _median_interval(d: Sequence[float], alpha: float) -> tuple[float, float]:
 
 
 def ab_latency(measure_baseline: Callable[[], Sequence[float]], measure_current: Callable[[], Sequence[float]], *,
-               rounds: int = AB_ROUNDS, alpha: float = ALPHA,
-               progress: Callable[[str], None] | None = None) -> LatencyChange:
+               rounds: int = AB_ROUNDS, alpha: float = ALPHA, extend_to: int | None = None,
+               tolerance: Tolerance | None = None, progress: Callable[[str], None] | None = None) -> LatencyChange:
     """Re-measure two model files alternately on one device, now: the test that cancels the
     machine's state. Each callable times one window of its model and returns the samples in
     microseconds (e.g. ``lambda: target.latency(path, short).stats.samples_us``).
@@ -56,17 +60,29 @@ def ab_latency(measure_baseline: Callable[[], Sequence[float]], measure_current:
     a slow-down of the machine that hits one window); ``interval``: order-statistic interval
     of the median at confidence 1 - 2 alpha. ``ValueError`` when ``rounds`` cannot reach
     ``alpha`` (at least 7 rounds for 0.01).
+
+    Sequential with ``extend_to`` (more than ``rounds``) and a ``tolerance``: after ``rounds``
+    rounds the verdict stands when it is settled (a significant slow-down beyond the
+    tolerance, or an interval that stays below it); otherwise rounds go on up to
+    ``extend_to`` and the test is made on all of them. On a loaded machine a round's
+    difference is noisy and 12 rounds, which need 11 slower ones, miss a 10% slow-down
+    often; 72 need 48. Both looks test at ``alpha / 2`` (the interval too), and the reported
+    ``p_value`` is doubled (Bonferroni), so ``p_value < alpha`` keeps false alarms at most ``alpha``.
     """
-    if 0.5 ** rounds >= alpha:
-        raise ValueError(f"{rounds} rounds cannot reach p < {alpha:g} with a sign test; use at least "
-                         f"{math.ceil(math.log(1 / alpha, 2)) + 1}")
+    looks = 2 if extend_to is not None and extend_to > rounds and tolerance is not None else 1
+    level = alpha / looks
+    if 0.5 ** rounds >= level:
+        raise ValueError(f"{rounds} rounds cannot reach p < {level:g} with a sign test; use at least "
+                         f"{math.ceil(math.log(1 / level, 2)) + 1}")
     d: list[float] = []
     p50_b: list[float] = []
     p50_c: list[float] = []
-    n_b = n_c = 0
-    for r in range(rounds):
+    counts = [0, 0]
+    total = extend_to if looks == 2 and extend_to is not None else rounds
+
+    def window(r: int) -> None:
         if progress:
-            progress(f"A/B round {r + 1}/{rounds}")
+            progress(f"A/B round {r + 1}/{total}")
         if r % 2 == 0:
             b = np.asarray(measure_baseline(), dtype=float)
             c = np.asarray(measure_current(), dtype=float)
@@ -78,58 +94,129 @@ def ab_latency(measure_baseline: Callable[[], Sequence[float]], measure_current:
         mb, mc = float(np.median(b)), float(np.median(c))
         p50_b.append(mb)
         p50_c.append(mc)
-        n_b, n_c = n_b + b.size, n_c + c.size
+        counts[0] += b.size
+        counts[1] += c.size
         d.append(math.log(mc / mb))
-    lo, hi = _median_interval(d, alpha)
-    return LatencyChange(float(np.median(p50_b)) / 1000.0, float(np.median(p50_c)) / 1000.0,
-                         math.exp(float(np.median(d))), _sign_test(d), (math.exp(lo), math.exp(hi)), 0.0,
-                         f"A/B in this session, {rounds} rounds", n_b, n_c)
+
+    def verdict() -> LatencyChange:
+        lo, hi = _median_interval(d, level)
+        return LatencyChange(float(np.median(p50_b)) / 1000.0, float(np.median(p50_c)) / 1000.0,
+                             math.exp(float(np.median(d))), min(1.0, looks * _sign_test(d)),
+                             (math.exp(lo), math.exp(hi)), 0.0, f"A/B in this session, {len(d)} rounds",
+                             counts[0], counts[1], ab_detectable(d, level))
+
+    for r in range(rounds):
+        window(r)
+    lat = verdict()
+    if looks == 1 or tolerance is None:
+        return lat
+    if (lat.p_value < alpha and latency_exceeds(tolerance, lat)) or not lat.reaches(tolerance):
+        return lat  # settled at the first look
+    for r in range(rounds, total):
+        window(r)
+    return verdict()
 
 
-#: Supplies the two window callables (baseline model, current model) for a row, or ``None``
-#: when that row cannot be re-measured (file gone, device gone).
-Remeasure = Callable[[RowComparison], "tuple[Callable[[], Sequence[float]], Callable[[], Sequence[float]]] | None"]
+def ab_detectable(d: Sequence[float], alpha: float = ALPHA) -> float:
+    """Minimum detectable effect of an A/B with round differences ``d`` (log ratios): the
+    shift ``delta`` at which the expected share of slower rounds, ``Phi(delta / sd)``, reaches
+    the sign test's critical count ``k / n`` (``k``: fewest positive rounds with
+    ``p < alpha``), as a relative slow-down. ``sd`` is the rounds' spread (1.4826 MAD, robust
+    to a round the machine disturbed)."""
+    n = len(d)
+    k = next((k for k in range(n + 1) if _sign_test([1.0] * k + [-1.0] * (n - k)) < alpha), None)
+    if k is None or k >= n:
+        return math.inf
+    x = np.asarray(d, dtype=float)
+    sd = 1.4826 * float(np.median(np.abs(x - np.median(x))))
+    return math.expm1(sd * normal_quantile(k / n))
+
+
+#: One window of one model: its latency samples in microseconds.
+Window = Callable[[], Sequence[float]]
+#: Supplies the two window callables (baseline model, current model) for a row, or a reason
+#: (``str``) why that row cannot be re-measured (``None``: "model file or device unavailable").
+Remeasure = Callable[[RowComparison], "tuple[Window, Window] | str | None"]
+
+#: The per-row evidence of a row that could not be re-measured.
+TWO_RUNS_ONLY = "latency judged on two runs only"
+
+
+def ab_candidates(comparison: Comparison) -> list[RowComparison]:
+    """The rows an A/B re-measurement should settle, likeliest regressions first: every row
+    judged on latency whose two-run interval reaches the latency tolerance (its evidence
+    cannot rule out a regression of the tolerance's size), ordered by
+    :meth:`~pytest_edgeopt.runs.noise.LatencyChange.regression_likelihood`. Empty without a
+    latency tolerance."""
+    tol = comparison.latency_tolerance
+    if tol is None:
+        return []
+    rows = [r for r in comparison.rows if r.judged and r.latency is not None and r.latency.reaches(tol)]
+    return sorted(rows, key=lambda r: -r.latency.regression_likelihood(tol, comparison.alpha)  # type: ignore[union-attr]
+                  )
+
+
+def _names(rows: Sequence[RowComparison], limit: int = 6) -> str:
+    text = ", ".join(f"{r.variant} on {where(r.target, r.device)}" for r in rows[:limit])
+    return text + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
 def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int = AB_ROUNDS,
-                    screen: float | None = None, progress: Callable[[str], None] | None = None) -> Comparison:
+                    max_rounds: int | None = AB_MAX_ROUNDS, budget_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                    progress: Callable[[str], None] | None = None) -> Comparison:
     """Settle the latency verdicts by A/B re-measurement (:func:`ab_latency`) where possible.
 
-    Rows that were judged on latency, look slower than ``1 + screen`` in the two-run
-    comparison (default: half a relative tolerance, e.g. 2.5% for ``latency:5%``, which
-    passes 99% of 10% slow-downs and a quarter of unchanged rows in the benchmark; 0 for
-    an absolute tolerance), and for which ``remeasure(row)`` gives both models' windows, get
-    the A/B verdict instead: a regression when its sign test has ``p < alpha`` and its ratio exceeds
-    the tolerance. This removes false alarms from machine noise and catches slow-downs the
-    two-run test could not call significant. Only meaningful when both runs used the same
-    packages and settings (``comparison.same_runtime``): otherwise the A/B would time both
-    files with today's runtime and miss a runtime regression, so the comparison is
-    returned unchanged with a warning. Without a latency tolerance nothing is re-measured.
+    The candidates are :func:`ab_candidates`: every judged row whose two-run interval reaches
+    the tolerance, the likeliest regressions first. A screen that adapts to the noise: on a
+    quiet machine few unchanged rows reach the tolerance, on a noisy one nearly every row
+    does and is re-measured, so a 10% slow-down is not waved through by a fixed ratio
+    threshold. Each candidate for which ``remeasure(row)`` gives both models' windows gets the A/B
+    verdict instead (``rounds`` rounds, going on to ``max_rounds`` while unsettled): a regression when its sign test has ``p < alpha`` and its ratio
+    exceeds the tolerance. A row that cannot be re-measured keeps its two-run verdict and
+    says so (:data:`TWO_RUNS_ONLY` and the reason, in its ``evidence`` and a warning).
+
+    ``budget_s``: seconds the re-measurements may take (``None``: no limit). A candidate is
+    started only when the time spent plus the mean time of the A/Bs so far fits; the rest
+    keep their two-run verdicts, marked ``not confirmed`` and named in a warning.
+    ``clock``: seconds, for the budget (monotonic).
+
+    Only meaningful when both runs used the same packages and settings
+    (``comparison.same_runtime``): otherwise the A/B would time both files with today's
+    runtime and miss a runtime regression, so the comparison is returned unchanged with a
+    warning. Without a latency tolerance nothing is re-measured. The detectable-effect
+    verdict (:func:`~pytest_edgeopt.runs.gate.judge_sensitivity`) is recomputed on the
+    settled rows.
     """
-    tol = next((t for t in comparison.tolerances if t.metric == "latency"), None)
+    tol = comparison.latency_tolerance
     if tol is None:
         return comparison
-    if screen is None:
-        screen = tol.amount / 200.0 if tol.unit == "%" else 0.0
     if not comparison.same_runtime:
         return replace(comparison, warnings=comparison.warnings + (
             "latency verdicts rest on two runs only: no A/B re-measurement because the packages or latency "
             "settings differ from the baseline's",))
-    candidates = [r for r in comparison.rows
-                  if r.status == "compared" and r.latency is not None and r.latency_note is None
-                  and r.latency.ratio > 1.0 + screen]
+    candidates = ab_candidates(comparison)
     rows = {r.key: r for r in comparison.rows}
     regressions = list(comparison.regressions)
-    skipped: list[str] = []
+    skipped: dict[str, list[RowComparison]] = {}
+    unconfirmed: list[RowComparison] = []
+    start = clock()
+    done = 0
     for i, row in enumerate(candidates, 1):
+        spent = clock() - start
+        if budget_s is not None and (spent >= budget_s or (done and spent + spent / done > budget_s)):
+            unconfirmed = candidates[i - 1:]
+            break
         windows = remeasure(row)
-        if windows is None:
-            skipped.append(f"{row.variant} on {where(row.target, row.device)}")
+        if windows is None or isinstance(windows, str):
+            why = windows or "model file or device unavailable"
+            skipped.setdefault(why, []).append(row)
+            rows[row.key] = replace(row, evidence=f"{TWO_RUNS_ONLY} ({why})")
             continue
         if progress:
             progress(f"A/B re-measuring {row.model} {row.variant} on {where(row.target, row.device)} "
                      f"({i}/{len(candidates)})")
-        lat = ab_latency(*windows, rounds=rounds, alpha=comparison.alpha)
+        lat = ab_latency(*windows, rounds=rounds, alpha=comparison.alpha, extend_to=max_rounds, tolerance=tol)
+        done += 1
         regressions = [g for g in regressions if not (g.metric == "latency" and
                                                       (g.model, g.variant, g.target, g.device) == row.key)]
         regressed = tuple(m for m in row.regressed if m != "latency")
@@ -138,10 +225,17 @@ def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int
             regressions.append(Regression(*row.key, metric="latency", baseline=lat.baseline_p50_ms,
                                           current=lat.current_p50_ms, change=lat.change, tolerance=str(tol),
                                           p_value=lat.p_value, interval=lat.interval, evidence=lat.noise_source))
-        rows[row.key] = replace(row, latency=lat, regressed=regressed)
+        rows[row.key] = replace(row, latency=lat, regressed=regressed, evidence=lat.noise_source)
     warnings = comparison.warnings
-    if skipped:
-        warnings += (f"no A/B re-measurement for {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''} "
-                     "(model file or device unavailable): their latency verdicts rest on two runs",)
-    return replace(comparison, rows=tuple(rows[r.key] for r in comparison.rows), regressions=tuple(regressions),
-                   warnings=warnings)
+    for why, missed in skipped.items():
+        warnings += (f"{TWO_RUNS_ONLY} for {_names(missed)}: no A/B re-measurement ({why})",)
+    if unconfirmed:
+        note = f"not confirmed: the A/B budget of {budget_s:g} s ran out; judged on two runs"
+        for row in unconfirmed:
+            rows[row.key] = replace(row, evidence=note)
+        warnings += (f"A/B budget of {budget_s:g} s ran out after {done} re-measurement"
+                     f"{'s' if done != 1 else ''}: {len(unconfirmed)} row{'s' if len(unconfirmed) != 1 else ''} "
+                     f"left unconfirmed, judged on two runs only: {_names(unconfirmed, 10)} "
+                     "(raise --edgeopt-ab-budget)",)
+    return judge_sensitivity(replace(comparison, rows=tuple(rows[r.key] for r in comparison.rows),
+                                     regressions=tuple(regressions), warnings=warnings))

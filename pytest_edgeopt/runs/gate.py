@@ -12,7 +12,15 @@ Latency is judged from the raw samples of both runs by the two-run test of
 :mod:`pytest_edgeopt.runs.noise` (block medians, bootstrap, a between-run noise term). Where
 the two model files still exist and both runs used the same packages and settings,
 :func:`pytest_edgeopt.runs.abtest.confirm_latency` settles the verdicts by an A/B
-re-measurement in the current session.
+re-measurement in the current session: every judged row whose two-run interval reaches the
+tolerance, likeliest regressions first, within an optional time budget. A row whose
+baseline model file cannot be found (recorded per measurement by its cache key,
+``model_key``) says "latency judged on two runs only".
+
+Each latency row carries its minimum detectable effect (``LatencyChange.detectable``): the
+smallest slow-down its evidence calls significant at the gate's level. When that exceeds
+the latency tolerance the comparison warns that the tolerance cannot be judged here
+(:func:`judge_sensitivity`); a ``latency:5%,strict`` tolerance fails the gate instead.
 
 A variant whose model file is byte-identical to the baseline's, timed by the same package
 versions with the same settings, is not judged: nothing under test changed, so its
@@ -25,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -39,7 +47,6 @@ from pytest_edgeopt.runs.noise import (
     estimate_noise,
     latency_change,
     latency_exceeds,
-    normal_quantile,
     p_text,
 )
 from pytest_edgeopt.runs.record import ObservationRecord, RunRecord
@@ -54,12 +61,14 @@ Key = tuple[str, str, str, str]
 class Observed:
     """One measured (model, variant, target, device) of a run: its ``observation``, the
     variant file (``model_path``, when recorded) and the ``test`` that measured it with its
-    ``outcome`` (both ``None`` for an fp32 baseline only embedded in other measurements)."""
+    ``outcome`` (both ``None`` for an fp32 baseline only embedded in other measurements), and
+    the variant cache key of the timed file (``model_key``, when recorded)."""
 
     observation: ObservationRecord
     model_path: str | None = None
     test: str | None = None
     outcome: str | None = None
+    model_key: str | None = None
 
 
 def observations(doc: RunRecord | Mapping[str, Any]) -> dict[Key, Observed]:
@@ -72,7 +81,7 @@ def observations(doc: RunRecord | Mapping[str, Any]) -> dict[Key, Observed]:
         m = rec.measurement
         if m is None:
             continue
-        out.setdefault(m.key, Observed(m.observation, m.model_path, rec.test, rec.outcome))
+        out.setdefault(m.key, Observed(m.observation, m.model_path, rec.test, rec.outcome, rec.model_key))
         if m.baseline is not None:
             embedded.setdefault(m.baseline.key, Observed(m.baseline))
     for key, b in embedded.items():
@@ -178,7 +187,10 @@ class RowComparison:
     baseline); ``missing`` (not in this run); ``recipe changed`` (not compared).
     Changes: ``latency`` (a :class:`LatencyChange`, or ``None``), sizes relative
     (0.01 = 1% larger), ``accuracy_change`` in points (current - baseline, x100).
-    ``same_model``: the variant file is byte-identical to the baseline's (``None``: unknown)."""
+    ``same_model``: the variant file is byte-identical to the baseline's (``None``: unknown).
+    ``evidence``: what the latency verdict rests on (``two runs``, ``A/B in this session, N
+    rounds``, ``latency judged on two runs only: ...`` when the A/B could not be made, or
+    ``not confirmed: ...`` when the A/B budget ran out); ``None`` when not judged."""
 
     model: str
     variant: str
@@ -195,6 +207,26 @@ class RowComparison:
     #: The variant files of both runs (for an A/B re-measurement), when recorded.
     baseline_model_path: str | None = None
     current_model_path: str | None = None
+    #: Their variant cache keys, when recorded (the file is looked up by key when its path is gone).
+    baseline_model_key: str | None = None
+    current_model_key: str | None = None
+    evidence: str | None = None
+
+    @property
+    def judged(self) -> bool:
+        """Judged on latency: compared, with samples in both runs, and not skipped as unchanged."""
+        return self.status == "compared" and self.latency is not None and self.latency_note is None
+
+    @property
+    def detectable(self) -> float | None:
+        """Minimum detectable effect of the latency verdict (0.14 = 14%), ``None`` when not judged."""
+        return self.latency.detectable if self.judged and self.latency is not None else None
+
+    @property
+    def detectable_cell(self) -> str:
+        """The ``detects >=`` column: ``14%``, empty when not judged."""
+        d = self.detectable
+        return "" if d is None else f"{100 * d:.0f}%" if d >= 0.1 else f"{100 * d:.1f}%"
 
     @property
     def key(self) -> Key:
@@ -210,6 +242,8 @@ class RowComparison:
         text = self.latency.cell()
         if self.latency_note:  # not judged
             text = text[:-1] + "; same model)"
+        elif self.evidence and self.evidence.startswith(("latency judged on two runs only", "not confirmed")):
+            text = text[:-1] + ("; two runs only)" if self.evidence.startswith("latency") else "; unconfirmed)")
         return text + (" REGRESSED" if self.regressed else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,7 +252,9 @@ class RowComparison:
                 "latency_note": self.latency_note, "size_change": self.size_change,
                 "compressed_size_change": self.compressed_size_change, "accuracy_change": self.accuracy_change,
                 "same_model": self.same_model, "regressed": list(self.regressed), "cell": self.cell,
-                "baseline_model_path": self.baseline_model_path, "current_model_path": self.current_model_path}
+                "detectable": self.detectable, "evidence": self.evidence,
+                "baseline_model_path": self.baseline_model_path, "current_model_path": self.current_model_path,
+                "baseline_model_key": self.baseline_model_key, "current_model_key": self.current_model_key}
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +276,23 @@ class Comparison:
     #: Both runs used the same package versions and latency settings (an A/B re-measurement
     #: of the two model files then isolates the model's part of a change).
     same_runtime: bool = False
+    #: ``latency:5% cannot be judged here: this run detects >= 14% (noise 18%)`` when the
+    #: latency rows' minimum detectable effect exceeds the tolerance (:func:`judge_sensitivity`).
+    cannot_judge: str | None = None
+
+    @property
+    def latency_tolerance(self) -> Tolerance | None:
+        return next((t for t in self.tolerances if t.metric == "latency"), None)
+
+    @property
+    def strict_failure(self) -> bool:
+        """The latency tolerance is ``strict`` and cannot be judged with this run's noise."""
+        tol = self.latency_tolerance
+        return self.cannot_judge is not None and tol is not None and tol.strict
 
     @property
     def failed(self) -> bool:
-        return bool(self.regressions)
+        return bool(self.regressions) or self.strict_failure
 
     def row(self, model: str, variant: str, target: str, device: str | None = None) -> RowComparison | None:
         for r in self.rows:
@@ -256,12 +305,19 @@ class Comparison:
         r = self.row(model, variant, target, device)
         return r.cell if r else ""
 
+    def detectable_cell(self, model: str, variant: str, target: str, device: str | None = None) -> str:
+        """The ``detects >=`` column for a row of the terminal table ("" when not judged)."""
+        r = self.row(model, variant, target, device)
+        return r.detectable_cell if r else ""
+
     def lines(self) -> list[str]:
         """A readable report: header, regressions, refusals, warnings, and a count."""
         tol = ", ".join(map(str, self.tolerances)) or "none (compare only)"
         out = [f"compared with {self.baseline_label}: tolerances {tol}; latency test one-sided p < {self.alpha:g}, "
                f"between-run noise {100 * self.noise:.1f}% ({self.noise_source})"]
         out += [f"REGRESSION {r.message}" for r in self.regressions]
+        if self.cannot_judge:
+            out.append(f"{'FAILED (strict)' if self.strict_failure else 'warning'}: {self.cannot_judge}")
         out += [f"refused: {r.message}" for r in self.refusals]
         out += [f"warning: {w}" for w in self.warnings]
         compared = sum(r.status == "compared" for r in self.rows)
@@ -269,13 +325,14 @@ class Comparison:
         extra = "".join(f", {n} {s}" for s, n in other.items() if n)
         out.append(f"{compared} measurements compared{extra}; "
                    + (f"{len(self.regressions)} regression{'s' if len(self.regressions) != 1 else ''}"
-                      if self.regressions else "no regression"))
+                      if self.regressions else "no regression")
+                   + ("; failed: the latency tolerance cannot be judged" if self.strict_failure else ""))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline_label, "current": self.current_label,
                 "tolerances": [str(t) for t in self.tolerances], "alpha": self.alpha, "noise": self.noise,
-                "noise_source": self.noise_source, "failed": self.failed,
+                "noise_source": self.noise_source, "failed": self.failed, "cannot_judge": self.cannot_judge,
                 "regressions": [r.to_dict() for r in self.regressions],
                 "refusals": [{"message": r.message, "metric": r.metric, "reason": r.reason} for r in self.refusals],
                 "warnings": list(self.warnings), "rows": [r.to_dict() for r in self.rows]}
@@ -429,7 +486,9 @@ def compare_runs(baseline: RunRecord | Mapping[str, Any], current: RunRecord | M
         rows.append(RowComparison(*key, status="compared", latency=lat, latency_note=note, size_change=size_change,
                                   compressed_size_change=csize_change, accuracy_change=acc_change,
                                   same_model=same_model, regressed=tuple(regressed),
-                                  baseline_model_path=bo.model_path, current_model_path=co.model_path))
+                                  baseline_model_path=bo.model_path, current_model_path=co.model_path,
+                                  baseline_model_key=bo.model_key, current_model_key=co.model_key,
+                                  evidence="two runs" if lat is not None and note is None else None))
     missing = [r for r in rows if r.status == "missing"]
     if missing:
         names = ", ".join(f"{r.variant} on {where(r.target, r.device)}" for r in missing[:8])
@@ -437,20 +496,49 @@ def compare_runs(baseline: RunRecord | Mapping[str, Any], current: RunRecord | M
                         + (" ..." if len(missing) > 8 else ""))
     if few:
         warnings.append("latency judged on very few samples (each sample counts as one block): " + "; ".join(few[:5]))
-    t = tols.get("latency")
-    if t is not None and t.unit == "%":
-        # The smallest slow-down the test can call significant with this noise.
-        detectable = math.exp(normal_quantile(1 - alpha) * math.sqrt(2) * noise) - 1
-        if detectable > t.amount / 100:
-            warnings.append(f"between-run latency noise {100 * noise:.1f}% ({source}) lets the test call only "
-                            f"slow-downs above about {100 * detectable:.0f}% significant; {t} cannot catch smaller ones")
-    return Comparison(
+    return judge_sensitivity(Comparison(
         baseline_label=baseline_label or run_label(base_run, "the baseline"),
         current_label=current_label or run_label(cur_run, "this run"),
         tolerances=tuple(tols.values()), rows=tuple(rows), regressions=tuple(regressions),
         refusals=tuple(refusals), warnings=tuple(warnings), alpha=alpha, noise=noise, noise_source=source,
         same_runtime=same_runtime,
-    )
+    ))
+
+
+def _undecided(tol: Tolerance, row: RowComparison) -> bool:
+    """A judged row whose evidence neither found a regression nor ruled one out (its interval
+    reaches the tolerance), and whose minimum detectable effect exceeds the tolerance."""
+    d = row.detectable
+    if d is None or row.latency is None or "latency" in row.regressed or not row.latency.reaches(tol):
+        return False
+    if tol.unit == "%":
+        return d > tol.amount / 100.0
+    base = row.latency.baseline_p50_ms
+    return tol.exceeded(base, base * (1.0 + d))
+
+
+def judge_sensitivity(comparison: Comparison) -> Comparison:
+    """``comparison`` with :attr:`Comparison.cannot_judge` set from its judged latency rows:
+    when one or more rows are undecided (neither called a regression nor ruled one out: the
+    interval reaches the tolerance) with a minimum detectable effect above the latency
+    tolerance, ``latency:5% cannot be judged here: this run detects >= 14% (noise 18%)``
+    (the largest such effect, the between-run noise used), naming the rows. A row whose
+    interval stays below the tolerance was judged (a regression of that size is ruled out),
+    however large its detectable effect. Recomputed after an A/B re-measurement replaces a
+    row's evidence (the A/B's detectable effect is its own)."""
+    tol = comparison.latency_tolerance
+    message = None
+    if tol is not None:
+        judged = [r for r in comparison.rows if r.detectable is not None]
+        blind = [r for r in judged if _undecided(tol, r)]
+        if blind:
+            worst = max(r.detectable or 0.0 for r in blind)
+            names = ", ".join(f"{r.variant} on {where(r.target, r.device)}" for r in blind[:6])
+            message = (f"{tol} cannot be judged here: this run detects >= {100 * worst:.0f}% "
+                       f"(noise {100 * comparison.noise:.3g}%) on {len(blind)} of {len(judged)} latency rows "
+                       f"({names}{' ...' if len(blind) > 6 else ''}); detectable effects are in the JSON's "
+                       "comparison rows")
+    return replace(comparison, cannot_judge=message)
 
 
 def _recipe_diff(b: Mapping[str, Any], c: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pytest_edgeopt.atomic import atomic_write_bytes
+from pytest_edgeopt.labels import where as where_label
 from pytest_edgeopt.runs.charts import latency_png, row_where, samples_ms, size_accuracy_png, trends_png
 from pytest_edgeopt.runs.recommend import recommend
 from pytest_edgeopt.runs.record import RunRecord
@@ -122,6 +123,7 @@ def render_html(doc: Run, history: Sequence[Run] | None = None) -> str:
         f"<style>{_CSS}</style></head><body>",
         _header(record, models),
         _summary(rows),
+        _comparison_section(record.comparison),
         _reasons(records, rows),
         _recommendations(records),
     ]
@@ -137,6 +139,42 @@ def render_html(doc: Run, history: Sequence[Run] | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 # -- small helpers --------------------------------------------------------------------------------------
+def _comparison_section(comparison: Mapping[str, Any] | None) -> str:
+    """The gate's verdict against the baseline run (``doc["comparison"]``, see
+    :meth:`pytest_edgeopt.runs.gate.Comparison.to_dict`): regressions, the warnings, and per
+    compared row the change, the minimum detectable effect and what the verdict rests on."""
+    if not comparison:
+        return ""
+    c = comparison
+    tols = ", ".join(c.get("tolerances") or []) or "none (compare only)"
+    out = ['<section id="comparison">', f"<h2>Compared with {_e(c.get('baseline'))}</h2>",
+           f"<p class=caption>Tolerances {_e(tols)}; latency test one-sided p &lt; {_e(c.get('alpha'))}, "
+           f"between-run noise {100 * float(c.get('noise') or 0):.1f}% ({_e(c.get('noise_source'))}). "
+           "<i>detects &ge;</i>: the smallest latency slow-down the comparison calls significant.</p>",
+           '<ul class="reasons">']
+    items = [("fail", "REGRESSION", r.get("message")) for r in c.get("regressions") or []]
+    if c.get("cannot_judge"):
+        strict = c.get("failed") and not c.get("regressions")
+        items.append(("fail" if strict else "skip", "FAILED" if strict else "WARNING", c["cannot_judge"]))
+    items += [("skip", "WARNING", w) for w in c.get("warnings") or []]
+    out += [f'<li><span class="tag {k}">{t}</span>{_e(m)}</li>' for k, t, m in items]
+    out.append("</ul>")
+    rows = [r for r in c.get("rows") or [] if r.get("status") == "compared"]
+    if rows:
+        out.append("<table class=summary><thead><tr><th>model</th><th>variant</th><th>where</th><th>vs baseline run</th>"
+                   "<th class=num>detects &ge;</th><th>latency evidence</th></tr></thead><tbody>")
+        for r in rows:
+            d = r.get("detectable")
+            cls = ' class="fail"' if r.get("regressed") else ""
+            out.append(f"<tr{cls}><td>{_e(r.get('model'))}</td><td>{_e(r.get('variant'))}</td>"
+                       f"<td>{_e(where_label(r.get('target'), r.get('device')))}</td><td>{_e(r.get('cell'))}</td>"
+                       f"<td class=num>{'' if d is None else f'{100 * d:.1f}%'}</td>"
+                       f"<td>{_e(r.get('evidence') or r.get('latency_note') or '')}</td></tr>")
+        out.append("</tbody></table>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
 def _recommendations(records: Sequence[Mapping[str, Any]]) -> str:
     """Which variant to ship, per model and target (from :mod:`pytest_edgeopt.runs.recommend`)."""
     recs = recommend(records)

@@ -56,8 +56,9 @@ def block_medians(samples_us: Sequence[float] | np.ndarray, blocks: int = BLOCKS
     x = np.asarray(samples_us, dtype=float)
     if x.size == 0:
         raise ValueError("no latency samples")
-    k = min(blocks, x.size)
-    return np.array([np.median(b) for b in np.array_split(x, k)])
+    if x.size <= blocks:  # one sample per block: its own median
+        return x.copy()
+    return np.array([np.median(b) for b in np.array_split(x, blocks)])
 
 
 def _log_median_se(blocks: np.ndarray, seed: int) -> float:
@@ -83,7 +84,10 @@ class LatencyChange:
     """Latency of one measurement in two runs: p50s in ms, ``ratio`` = current / baseline
     p50, the one-sided ``p_value`` of "current is slower", the ``interval`` (low, high) of
     the ratio at confidence 1 - 2 alpha, the between-run ``noise`` used and where it came
-    from (``noise_source``), and the sample counts."""
+    from (``noise_source``), the sample counts, and ``detectable``: the minimum detectable
+    effect, the smallest relative slow-down (0.14 = 14%) this comparison calls significant
+    at its significance level given its noise and sample counts (``None``: not computed,
+    e.g. a comparison read from an older document)."""
 
     baseline_p50_ms: float
     current_p50_ms: float
@@ -94,6 +98,7 @@ class LatencyChange:
     noise_source: str
     baseline_samples: int
     current_samples: int
+    detectable: float | None = None
 
     @property
     def change(self) -> float:
@@ -112,7 +117,44 @@ class LatencyChange:
         return {"baseline_p50_ms": self.baseline_p50_ms, "current_p50_ms": self.current_p50_ms, "ratio": self.ratio,
                 "change": self.change, "p_value": self.p_value, "interval": list(self.interval), "noise": self.noise,
                 "noise_source": self.noise_source, "baseline_samples": self.baseline_samples,
-                "current_samples": self.current_samples}
+                "current_samples": self.current_samples, "detectable": self.detectable}
+
+    def log_se(self, alpha: float = ALPHA) -> float:
+        """Standard error of log(ratio) behind the interval (computed at ``alpha``): its upper
+        half-width over the normal quantile of 1 - alpha."""
+        return max(math.log(self.interval[1] / self.ratio), 0.0) / normal_quantile(1 - alpha)
+
+    def reaches(self, tol: Tolerance) -> bool:
+        """Whether the interval's upper end reaches ``tol``: the evidence cannot rule out a
+        regression of the tolerance's size (the adaptive A/B screen,
+        :func:`pytest_edgeopt.runs.abtest.confirm_latency`)."""
+        hi = self.interval[1]
+        if tol.unit == "%":
+            return hi > 1.0 + tol.amount / 100.0
+        return tol.exceeded(self.baseline_p50_ms, self.baseline_p50_ms * hi)
+
+    def regression_likelihood(self, tol: Tolerance, alpha: float = ALPHA) -> float:
+        """How likely the change is a regression beyond ``tol``, 0..1: the normal probability
+        that log(ratio) exceeds the tolerance's log ratio, given :meth:`log_se` (orders A/B
+        candidates: the likeliest regressions are re-measured first)."""
+        if tol.unit == "%":
+            limit = math.log1p(tol.amount / 100.0)
+        else:
+            scale = {"ms": 1.0, "us": 1e-3}[tol.unit]
+            limit = math.log1p(tol.amount * scale / self.baseline_p50_ms) if self.baseline_p50_ms > 0 else 0.0
+        se = self.log_se(alpha)
+        gap = math.log(self.ratio) - limit if self.ratio > 0 else -math.inf
+        if se <= 0:
+            return 1.0 if gap > 0 else 0.0
+        return _phi(gap / se)
+
+
+def detectable_change(se: float, alpha: float = ALPHA) -> float:
+    """Minimum detectable effect of a one-sided z test on log ratios with standard error
+    ``se``: the relative slow-down ``exp(z(1 - alpha) se) - 1`` whose observed size is just
+    significant (a true slow-down of that size is called significant about half the time;
+    twice its log size almost always)."""
+    return math.expm1(normal_quantile(1 - alpha) * se)
 
 
 def latency_change(baseline_us: Sequence[float], current_us: Sequence[float], *, noise: float = DEFAULT_NOISE,
@@ -143,7 +185,7 @@ def latency_change(baseline_us: Sequence[float], current_us: Sequence[float], *,
     half = normal_quantile(1 - alpha) * se
     return LatencyChange(p50_b / 1000.0, p50_c / 1000.0, p50_c / p50_b, p,
                          (math.exp(log_ratio - half), math.exp(log_ratio + half)), noise, noise_source,
-                         int(base.size), int(cur.size))
+                         int(base.size), int(cur.size), detectable_change(se, alpha))
 
 
 def estimate_noise(series: Sequence[Mapping[str, float]], min_runs: int = MIN_NOISE_RUNS) -> float | None:

@@ -7,16 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pytest_edgeopt.runs.gate import RowComparison
     from pytest_edgeopt.session import EdgeoptSession
+    from pytest_edgeopt.variants.cache import VariantCache
+
+#: Finds a model file by its variant cache key (``None``: not there). The local variant cache
+#: is one (:func:`cache_locator`); a shared remote store can be another.
+ModelLocator = Callable[[str], "Path | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class OutputSettings:
     """Paths are absolute. ``compare`` is a saved-run reference (``last``, a name, a
-    number, a path) or ``None``; ``tolerances`` are ``--edgeopt-compare-fail`` expressions."""
+    number, a path) or ``None``; ``tolerances`` are ``--edgeopt-compare-fail`` expressions;
+    ``ab_budget_s``: seconds the gate's A/B re-measurements may take (``None``: no limit)."""
 
     storage: Path
     save: str | None = None
@@ -25,6 +32,7 @@ class OutputSettings:
     html: Path | None = None
     compare: str | None = None
     tolerances: tuple[str, ...] = ()
+    ab_budget_s: float | None = None
 
     @property
     def saving(self) -> bool:
@@ -67,26 +75,73 @@ class Finished:
     csv: Path | None
 
 
-def _remeasure(edge: EdgeoptSession) -> Callable[[Any], Any]:
-    """A/B windows for a compared row: both model files timed on the row's target."""
+def cache_locator(cache: VariantCache) -> ModelLocator:
+    """Model files by key from a variant cache (intact entries only)."""
 
-    def remeasure(row: Any) -> Any:
-        paths = [row.baseline_model_path, row.current_model_path]
-        if not all(p and Path(p).exists() for p in paths):
-            return None
+    def locate(key: str) -> Path | None:
+        entry = cache.lookup(key)
+        return entry.path if entry is not None else None
+
+    return locate
+
+
+def model_file(path: str | None, key: str | None, locators: Sequence[ModelLocator]) -> Path | None:
+    """A run's model file: its recorded ``path`` when it still exists (and, when a ``key`` is
+    recorded, lies in that key's cache entry), else the first locator's file for ``key``."""
+    if path and Path(path).exists() and (key is None or Path(path).parent.name == key):
+        return Path(path)
+    for locate in locators if key else ():
+        found = locate(key)  # type: ignore[arg-type]
+        if found is not None:
+            return found
+    return None
+
+
+def _remeasure(edge: EdgeoptSession, locators: Sequence[ModelLocator]) -> Callable[[RowComparison], Any]:
+    """A/B windows for a compared row: both model files timed on the row's target, or why not."""
+
+    def remeasure(row: RowComparison) -> Any:
+        base = model_file(row.baseline_model_path, row.baseline_model_key, locators)
+        if base is None:
+            return ("the baseline's model file is not in the variant cache" if row.baseline_model_key else
+                    "the baseline's model file is gone and the baseline run recorded no cache key")
+        cur = model_file(row.current_model_path, row.current_model_key, locators)
+        if cur is None:
+            return "this run's model file is gone"
         target = edge.find_target(row.target, row.device)
         if target is None:
-            return None
+            return f"no {row.target} device {row.device} in this session"
         short = replace(edge.settings.latency, min_time_s=0.02, warmup=5)
-        return tuple((lambda p=Path(p): target.latency(p, short).stats.samples_us) for p in paths)
+        return tuple((lambda p=p: target.latency(p, short).stats.samples_us) for p in (base, cur))
 
     return remeasure
 
 
+def junit_properties(comparison: Any) -> list[tuple[str, str]]:
+    """The gate's verdict as JUnit XML suite properties (``--junitxml``): ``edgeopt_gate``
+    (``passed``/``failed``), ``edgeopt_gate_cannot_judge`` when the tolerance cannot be
+    judged, and per judged latency row ``edgeopt_latency_change[KEY]``,
+    ``edgeopt_latency_detectable[KEY]`` (minimum detectable effect, a fraction) and
+    ``edgeopt_latency_evidence[KEY]``, KEY being ``model/variant/target/device``."""
+    out = [("edgeopt_gate", "failed" if comparison.failed else "passed")]
+    if comparison.cannot_judge:
+        out.append(("edgeopt_gate_cannot_judge", comparison.cannot_judge))
+    for r in comparison.rows:
+        if r.detectable is None:
+            continue
+        key = "/".join(r.key)
+        out += [(f"edgeopt_latency_change[{key}]", f"{r.latency.change:.4f}"),
+                (f"edgeopt_latency_detectable[{key}]", f"{r.detectable:.4f}"),
+                (f"edgeopt_latency_evidence[{key}]", str(r.evidence))]
+    return out
+
+
 def finish(doc: dict[str, Any], settings: OutputSettings, gate: Gate | None, edge: EdgeoptSession,
-           root: Path, progress: Callable[[str], None]) -> Finished:
+           root: Path, progress: Callable[[str], None],
+           properties: Callable[[str, str], None] | None = None) -> Finished:
     """Compare with the baseline (A/B re-measuring suspects while the targets are still open),
-    then save the run and export it. Adds ``metadata`` and ``comparison`` to ``doc``."""
+    then save the run and export it. Adds ``metadata`` and ``comparison`` to ``doc``;
+    ``properties`` receives :func:`junit_properties` (the JUnit XML report's suite properties)."""
     from pytest_edgeopt.runs.store import run_metadata
 
     doc["metadata"] = run_metadata(root)
@@ -99,8 +154,13 @@ def finish(doc: dict[str, Any], settings: OutputSettings, gate: Gate | None, edg
         progress(f"comparing with {gate.baseline.name}")
         comparison = compare_runs(load_run(settings.storage, gate.baseline), doc, gate.tolerances,
                                   history=noise_history(settings.storage, doc))
-        comparison = confirm_latency(comparison, _remeasure(edge), progress=progress)
+        locators = [cache_locator(edge.builder.cache)]  # a shared store's locator would follow
+        comparison = confirm_latency(comparison, _remeasure(edge, locators), budget_s=settings.ab_budget_s,
+                                     progress=progress)
         doc["comparison"] = comparison.to_dict()
+        if properties is not None:
+            for name, value in junit_properties(comparison):
+                properties(name, value)
     saved = None
     if settings.saving:
         from pytest_edgeopt.runs.store import save_run

@@ -310,7 +310,10 @@ class TestRecord:
     """One test item of the session: node id ``test``, ``outcome`` (passed, failed,
     skipped), ``model``, ``variant``, ``target``, ``device`` (label), ``reason`` (skip or
     failure text), ``build_wall_s`` (build phase wall time, s), ``built`` (sizes and recipe
-    of the variant when it was built) and ``measurement`` (``None`` when nothing was measured)."""
+    of the variant when it was built), ``measurement`` (``None`` when nothing was measured) and
+    ``model_key``: the variant cache key of the model file it built and timed
+    (:attr:`pytest_edgeopt.variants.builder.BuiltVariant.key`; ``None`` in older files), by
+    which a later session finds that file for an A/B re-measurement."""
 
     __test__ = False  # not a pytest test class
 
@@ -324,11 +327,12 @@ class TestRecord:
     build_wall_s: float | None = None
     built: Mapping[str, Any] | None = None
     measurement: MeasurementRecord | None = None
+    model_key: str | None = None
     unknown: Mapping[str, Any] = field(default_factory=dict)
     present: frozenset[str] | None = None
 
     _KEYS = ("variant", "target", "device", "model", "built", "test", "outcome", "reason", "build_wall_s",
-             "measurement")
+             "measurement", "model_key")
 
     @property
     def where(self) -> str:
@@ -338,7 +342,7 @@ class TestRecord:
         values = {"variant": self.variant, "target": self.target, "device": self.device, "model": self.model,
                   "built": None if self.built is None else dict(self.built), "test": self.test,
                   "outcome": self.outcome, "reason": self.reason, "build_wall_s": self.build_wall_s,
-                  "measurement": _opt(MeasurementRecord.to_dict, self.measurement)}
+                  "measurement": _opt(MeasurementRecord.to_dict, self.measurement), "model_key": self.model_key}
         return _emit(values, self.present, self.unknown)
 
     @classmethod
@@ -347,7 +351,7 @@ class TestRecord:
             test=d.get("test"), outcome=d.get("outcome"), model=d.get("model"), variant=d.get("variant"),
             target=d.get("target"), device=d.get("device"), reason=d.get("reason"),
             build_wall_s=d.get("build_wall_s"), built=None if d.get("built") is None else dict(d["built"]),
-            measurement=_opt(MeasurementRecord.from_dict, d.get("measurement")),
+            measurement=_opt(MeasurementRecord.from_dict, d.get("measurement")), model_key=d.get("model_key"),
             unknown={k: v for k, v in d.items() if k not in cls._KEYS},
             present=frozenset(k for k in cls._KEYS if k in d),
         )

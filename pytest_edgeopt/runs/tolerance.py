@@ -1,7 +1,11 @@
 """Regression tolerances of the baseline gate: ``METRIC:AMOUNT UNIT`` expressions
 (``latency:5%``, ``latency:0.2ms``, ``size:1%``, ``compressed_size:512B``, ``accuracy:0.5pt``)
 parsed into :class:`Tolerance`. A metric without a tolerance is compared and shown but never
-fails the gate (:mod:`pytest_edgeopt.runs.gate`)."""
+fails the gate (:mod:`pytest_edgeopt.runs.gate`).
+
+A latency tolerance may end in ``,strict`` (``latency:5%,strict``): when the run's noise
+lets it detect only slow-downs larger than the tolerance, the session fails instead of
+warning that the tolerance cannot be judged."""
 
 from __future__ import annotations
 
@@ -12,23 +16,28 @@ from typing import Iterable
 
 METRICS = ("latency", "size", "compressed_size", "accuracy")
 UNITS = {"latency": ("%", "ms", "us"), "size": ("%", "B"), "compressed_size": ("%", "B"), "accuracy": ("pt",)}
-_GRAMMAR = ("METRIC:AMOUNT[UNIT] with METRIC:UNITS latency:% ms us, size:% B, compressed_size:% B, accuracy:pt "
+_GRAMMAR = ("METRIC:AMOUNT[UNIT][,strict] with METRIC:UNITS latency:% ms us, size:% B, compressed_size:% B, accuracy:pt "
             "(percentage points of the metric); e.g. latency:5%, latency:0.2ms, size:1%, compressed_size:1%, "
-            "accuracy:0.5pt")
-_EXPR_RE = re.compile(r"^\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z%]*)\s*$")
+            "accuracy:0.5pt, latency:5%,strict")
+_EXPR_RE = re.compile(r"^\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z%]*)\s*"
+                      r"(?:,\s*([a-z]+)\s*)?$")
+#: Flags a tolerance may end with (``latency:5%,strict``), by metric.
+FLAGS = {"latency": ("strict",)}
 
 
 @dataclass(frozen=True, slots=True)
 class Tolerance:
     """How much worse ``metric`` may get: ``amount`` in ``unit`` (``%`` of the baseline,
-    ``ms``/``us`` of p50 latency, ``B`` of size, ``pt`` = hundredths of the accuracy metric)."""
+    ``ms``/``us`` of p50 latency, ``B`` of size, ``pt`` = hundredths of the accuracy metric).
+    ``strict`` (latency only): a run too noisy to judge the tolerance fails the gate."""
 
     metric: str
     amount: float
     unit: str
+    strict: bool = False
 
     def __str__(self) -> str:
-        return f"{self.metric}:{self.amount:g}{self.unit}"
+        return f"{self.metric}:{self.amount:g}{self.unit}" + (",strict" if self.strict else "")
 
     def exceeded(self, baseline: float, current: float) -> bool:
         """Whether ``current`` is worse than ``baseline`` by more than the tolerance (larger is
@@ -47,7 +56,7 @@ def parse_tolerance(expr: str) -> Tolerance:
     m = _EXPR_RE.match(str(expr))
     if not m:
         raise ValueError(f"malformed tolerance {expr!r}: expected {_GRAMMAR}")
-    metric, amount, unit = m[1], float(m[2]), m[3]
+    metric, amount, unit, flag = m[1], float(m[2]), m[3], m[4]
     if metric not in UNITS:
         raise ValueError(f"unknown metric {metric!r} in tolerance {expr!r}: expected {_GRAMMAR}")
     if unit not in UNITS[metric]:
@@ -55,7 +64,11 @@ def parse_tolerance(expr: str) -> Tolerance:
                          f"got {unit or 'none'!r}; expected {_GRAMMAR}")
     if not math.isfinite(amount):
         raise ValueError(f"tolerance {expr!r}: the amount must be a finite number")
-    return Tolerance(metric, amount, unit)
+    if flag and flag not in FLAGS.get(metric, ()):
+        raise ValueError(f"tolerance {expr!r}: unknown flag {flag!r}"
+                         + (f"; {metric} takes {', '.join(FLAGS[metric])}" if metric in FLAGS else
+                            "; only latency takes one") + f"; expected {_GRAMMAR}")
+    return Tolerance(metric, amount, unit, strict=flag == "strict")
 
 
 def parse_tolerances(exprs: Iterable[str | Tolerance]) -> dict[str, Tolerance]:

@@ -3,6 +3,7 @@ less accurate model under the same name fails the session with readable regressi
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -90,3 +91,50 @@ def test_missing_baseline_or_bad_tolerance_is_a_usage_error(project: pytest.Pyte
     result = run(project, monkeypatch, digits_model_path, "--edgeopt-compare", "--edgeopt-compare-fail=latency:fast")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*malformed tolerance 'latency:fast'*"])
+
+
+def test_an_ephemeral_runner_judges_latency_on_two_runs_and_strict_fails_a_blind_gate(
+        project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, digits_model_path: Path) -> None:
+    """The baseline was saved on another, noisy runner: its model files are in no cache here.
+    The session says the rows were judged on two runs only, shows the detectable effect, and
+    with ``latency:5%,strict`` fails because two runs cannot tell a 5% slow-down from noise."""
+    run(project, monkeypatch, digits_model_path, "--edgeopt-save=main").assert_outcomes(passed=2)
+    path = next((project.path / "runs").glob("0001_main_*"))
+    saved = json.loads(gzip.decompress(path.read_bytes()))
+    assert all(len(r["model_key"]) == 64 for r in saved["measurements"])  # each timed file's cache key
+    for r in saved["measurements"]:  # as saved by a runner whose cache is gone...
+        r["model_key"] = "f" * 64
+        r["measurement"]["model_path"] = f"/elsewhere/cache/variants/ff/{'f' * 64}/model.tflite"
+        # ... and whose speed swung between double and half within the run (a noisy neighbour)
+        samples = r["measurement"]["latency"]["samples_us"]
+        r["measurement"]["latency"]["samples_us"] = [x * (2.0 if i * 32 // len(samples) % 2 else 0.5)
+                                                     for i, x in enumerate(samples)]
+    path.write_bytes(gzip.compress(json.dumps(saved).encode()))
+    out, junit = project.path / "current.json", project.path / "junit.xml"
+    result = run(project, monkeypatch, digits_model_path, "--edgeopt-compare=main",
+                 "--edgeopt-compare-fail=latency:5%,strict", f"--edgeopt-json={out}", f"--junitxml={junit}")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*vs baseline run*detects >=*",
+        "*FAILED (strict): latency:5%,strict cannot be judged here: this run detects >= *% (noise 2.5%) on 2 of 2*",
+        "warning: latency judged on two runs only for f*on cpu, f*on cpu: no A/B re-measurement (the baseline's "
+        "model file is not in the variant cache)",
+    ])
+    rows = json.loads(out.read_text())["comparison"]["rows"]
+    assert {r["evidence"] for r in rows} == {
+        "latency judged on two runs only (the baseline's model file is not in the variant cache)"}
+    assert all(r["detectable"] > 0.05 for r in rows)
+    xml = junit.read_text()
+    assert 'name="edgeopt_latency_detectable[digits-cnn/fp32/cpu/host]"' in xml
+    assert '<property name="edgeopt_gate" value="failed"' in xml
+
+
+def test_the_ab_budget_bounds_the_re_measurements(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                  digits_model_path: Path, slow_model: Path) -> None:
+    run(project, monkeypatch, digits_model_path, "--edgeopt-save=main").assert_outcomes(passed=2)
+    result = run(project, monkeypatch, slow_model, "--edgeopt-compare=main", "--edgeopt-compare-fail=latency:5%",
+                 "--edgeopt-ab-budget=0")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the two-run verdicts stand
+    result.stdout.fnmatch_lines(["warning: A/B budget of 0 s ran out after 0 re-measurements: 2 rows left "
+                                 "unconfirmed, judged on two runs only: f* on cpu, f* on cpu (raise --edgeopt-ab-budget)"])
