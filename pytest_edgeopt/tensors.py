@@ -65,7 +65,7 @@ def to_model_input(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.quantized:
         info = np.iinfo(spec.dtype)
         q = np.round(np.asarray(x, dtype=np.float32) / spec.scale) + spec.zero_point
-        return np.clip(q, info.min, info.max).astype(spec.dtype)
+        return np.asarray(np.clip(q, info.min, info.max), dtype=spec.dtype)
     return np.asarray(x, dtype=spec.dtype)
 
 

@@ -235,7 +235,7 @@ def parse(path: Path, text: str | None = None, *, targets: Sequence[str],
     if tests_table is None:
         if not d_budgets:
             raise r.fail("defaults", "budgets", "no [tests.NAME] tables and no defaults.budgets: nothing to check")
-        tests = (BudgetTest("test_budgets", d_variants, d_targets, d_budgets),)
+        tests: tuple[BudgetTest, ...] = (BudgetTest("test_budgets", d_variants, d_targets, d_budgets),)
     else:
         if not isinstance(tests_table, dict) or not tests_table:
             raise r.fail("", "tests", "must hold one table per test: [tests.test_name]")

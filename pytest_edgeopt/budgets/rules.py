@@ -54,7 +54,7 @@ class Rule:
     keyword: str
     bound: str
     what: str
-    measure: Callable[["Measurement", Mapping[str, Any]], float]
+    measure: Callable[["Measurement", Mapping[str, Any]], float | None]
     validate: Callable[[Any], str | None]
     explain: Callable[["Measurement", Mapping[str, Any]], str]
     fmt: Callable[[float], str] = lambda v: f"{v:.3f}"
@@ -212,12 +212,13 @@ def violations(m: "Measurement", budgets: Mapping[str, Any]) -> list[Violation]:
                 "set ModelUnderTest(eval_data=(x, y))"
             )
         value = rule.measure(m, budgets)
+        assert value is not None  # only accuracy rules read None, and they were checked above
         missed = value < budget if rule.bound == "min" else value > budget
         if missed:
             sign = "<" if rule.bound == "min" else ">"
             what = f"latency p{_pct(m, budgets):g}" if key == "max_latency_ms" else rule.what
             if rule.needs_accuracy and key == "min_accuracy":
-                what = m.metric_name
+                what = m.metric_name or what
             if key == "require_full_delegation":
                 text = f"{m.variant} on {m.where}: full GPU delegation required, but {rule.explain(m, budgets)}"
             else:

@@ -267,11 +267,11 @@ def parse_inventory(text: str, path: Path) -> Inventory:
     tpus: dict[str, str] = {}
     for label, table, values in entries("edgetpu", EDGETPU_FIELDS, {"device": _edgetpu_device, "compiler": _path(base)},
                                         "usb, usb:N, pci, pci:N or :N"):
-        e = EdgeTpuEntry(label=label, line=_line_of(text, table), **values)
-        if e.device in tpus:
-            raise c.fail(table, "device", f"{e.device!r} is already [edgetpu.{tpus[e.device]}]")
-        tpus[e.device] = label
-        edgetpu.append(e)
+        tpu = EdgeTpuEntry(label=label, line=_line_of(text, table), **values)
+        if tpu.device in tpus:
+            raise c.fail(table, "device", f"{tpu.device!r} is already [edgetpu.{tpus[tpu.device]}]")
+        tpus[tpu.device] = label
+        edgetpu.append(tpu)
 
     section = data.get("cpu", {})
     c.known("cpu", section, CPU_FIELDS)

@@ -26,9 +26,12 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pytest_edgeopt.targets.base import Device, TargetUnavailable
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 #: Seconds a measurement waits for a device another process is measuring on.
 DEFAULT_TIMEOUT_S = 3600.0
@@ -96,7 +99,7 @@ class DeviceLeases:
         #: Seconds spent waiting for leases, per device key (for reports and tests).
         self.waited_s: dict[str, float] = {}
 
-    def _lock(self, key: str):
+    def _lock(self, key: str) -> FileLock:
         lock = self._locks.get(key)
         if lock is None:
             from filelock import FileLock  # only runs that lease a device import it

@@ -72,7 +72,7 @@ class TensorStats:
         return np.sqrt(self.sq / max(self.n, 1))
 
     def std(self) -> np.ndarray:
-        return np.sqrt(np.maximum(self.rms() ** 2 - self.mean() ** 2, 0.0))
+        return np.asarray(np.sqrt(np.maximum(self.rms() ** 2 - self.mean() ** 2, 0.0)))
 
 
 def channel_nsr(err: TensorStats, sig: TensorStats) -> tuple[float, int, int]:

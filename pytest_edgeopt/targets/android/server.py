@@ -90,15 +90,15 @@ def is_tcp_serial(serial: str) -> bool:
     return bool(_TCP_SERIAL_RE.match(serial))
 
 
-class _NoAutoStartConnection(AdbConnection):
+class _NoAutoStartConnection(AdbConnection):  # type: ignore[misc]
     # adbutils runs `adb start-server` when a connect fails: on the *default* port,
     # whatever port the client was given. A test plugin must not leave an adb daemon
     # behind on the user's machine, so a missing server is an error here.
-    def _safe_connect(self):  # type: ignore[override]
-        return self._create_socket()
+    def _safe_connect(self) -> socket.socket:
+        return self._create_socket()  # type: ignore[no-any-return]
 
 
-class AdbServerClient(AdbClient):
+class AdbServerClient(AdbClient):  # type: ignore[misc]
     """adbutils' client that never starts an adb server by itself (see
     :class:`_NoAutoStartConnection`); a missing server raises ``AdbConnectionError``."""
 

@@ -60,7 +60,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from filelock import FileLock
 
@@ -265,7 +265,7 @@ _LINE_FIELDS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("edgetpu_ops", re.compile(r"^Number of operations that will run on Edge TPU:\s*(\d+)"), "int"),
     ("cpu_ops", re.compile(r"^Number of operations that will run on CPU:\s*(\d+)"), "int"),
 )
-_CONVERT = {"size": parse_size, "int": int, "float": float, "str": str}
+_CONVERT: dict[str, Callable[[str], Any]] = {"size": parse_size, "int": int, "float": float, "str": str}
 _TABLE_HEADER = re.compile(r"^Operator\s+Count\s+Status\s*$")
 _TABLE_ROW = re.compile(r"^(\S+)\s+(\d+)\s+(\S.*?)\s*$")
 _PARTIAL = "not all operations are supported by the Edge TPU"

@@ -171,7 +171,7 @@ def _device(spec: str, details: dict[str, Any]) -> Device:
 def _quiet_delegate_class() -> type:
     from ai_edge_litert.interpreter import Delegate
 
-    class QuietDelegate(Delegate):  # type: ignore[misc, valid-type]
+    class QuietDelegate(Delegate):  # type: ignore[misc]
         """``Delegate`` whose failed construction leaves nothing for ``__del__``.
 
         Upstream's ``__del__`` reads ``self._library``, which is unset when the library
@@ -192,7 +192,7 @@ def _quiet_delegate_class() -> type:
 
 def _pycoral_make_interpreter() -> Any:
     try:
-        from pycoral.utils.edgetpu import make_interpreter  # type: ignore[import-not-found]
+        from pycoral.utils.edgetpu import make_interpreter
     except Exception:
         return None
     return make_interpreter
