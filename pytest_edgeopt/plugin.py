@@ -166,6 +166,14 @@ def _broken(request: pytest.FixtureRequest, message: str) -> Any:
     return None
 
 
+def _keep_details(request: pytest.FixtureRequest, exc: BaseException) -> None:
+    """The tool's full text (traceback, MLIR dump, what TensorFlow printed) goes to the item's
+    record (JSON, saved run); the terminal gets the root cause only."""
+    details = getattr(exc, "details", None)
+    if details:
+        request.node.stash[RECORD]["details"] = str(details)
+
+
 def _unavailable(message: str, required: bool) -> NoReturn:
     """A target that cannot run: skip, or fail when the run requires it."""
     __tracebackhide__ = True
@@ -247,8 +255,10 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
     try:
         built = plugin_session(request.config).edge.build(mut, edgeopt_case.variant, _test_options(request))
     except VariantUnavailable as exc:
+        _keep_details(request, exc)
         _skip(f"{edgeopt_case.variant}: {exc}")
     except VariantBuildError as exc:
+        _keep_details(request, exc)
         return _broken(request, f"{mut.name} {edgeopt_case.variant}: {exc}")  # type: ignore[no-any-return]
     except ModelError as exc:  # the test's own set-up (its edgeopt_model) is wrong
         _fail(f"{mut.name} {edgeopt_case.variant}: {exc}")

@@ -113,6 +113,32 @@ def test_wine_h5_is_an_mlp_on_13_features(tf_keras) -> None:
     assert keras_top1(model, data.x_eval, data.y_eval) >= 0.95
 
 
+def test_wine_categorical_h5_is_the_wine_mlp_compiled_for_one_hot_labels(tf_keras) -> None:
+    _, keras = tf_keras
+    model = keras.models.load_model(models.wine_categorical_h5())
+    assert model.input_shape == (None, 13) and model.output_shape == (None, 3)
+    assert "categorical_crossentropy" in str(getattr(model.loss, "__name__", model.loss))
+    assert "sparse" not in str(getattr(model.loss, "__name__", model.loss))
+    assert models.wine_data().y_train.ndim == 1  # integer labels: the mismatch it is for
+
+
+def test_stacked_lstm_fixtures_are_the_char_model_at_test_size(tf_keras) -> None:
+    from fixtures import sequence
+
+    tf, _ = tf_keras
+    model = sequence.stacked_lstm_model()
+    names = [layer.name for layer in model.layers]
+    assert names == ["ids", "embedding", "lstm_1", "lstm_2", "concat", sequence.ATTENTION_LAYER, "probs"]
+    assert model.input_shape == (None, sequence.STEPS) and model.output_shape == (None, sequence.VOCAB)
+    data = sequence.sequence_data()
+    assert data.x_train.dtype == np.int32 and data.x_train.max() < sequence.VOCAB
+    signature = tf.saved_model.load(str(sequence.stacked_lstm_saved_model())).signatures["serving_default"]
+    spec = signature.structured_input_signature[1]["ids"]
+    assert spec.shape.as_list() == [1, sequence.STEPS]
+    out = next(iter(signature(ids=tf.constant(data.x_eval[:1])).values())).numpy()
+    np.testing.assert_allclose(out, model.predict(data.x_eval[:1], verbose=0), atol=1e-5)
+
+
 def test_keras_saved_model_has_keras_metadata_and_loads(tf_keras) -> None:
     _, keras = tf_keras
     path = models.keras_saved_model()
@@ -213,10 +239,17 @@ def test_cached_paths_return_without_importing_tensorflow() -> None:
     names = ["digits_model_path", "wine_h5", "multi_output_saved_model", "keras_saved_model",
              "float_tflite", "int8_tflite", "corrupt_tflite", "keras3_model_file"]
     built = {name: str(getattr(fixtures, name)()) for name in names}  # warm the cache here
+    from fixtures import sequence
+
+    extra = {"wine_categorical_h5": str(models.wine_categorical_h5()),
+             "stacked_lstm_saved_model": str(sequence.stacked_lstm_saved_model())}
     script = textwrap.dedent(f"""
         import json, sys
         import fixtures
         paths = {{name: str(getattr(fixtures, name)()) for name in {names!r}}}
+        import fixtures.models, fixtures.sequence
+        paths["wine_categorical_h5"] = str(fixtures.models.wine_categorical_h5())
+        paths["stacked_lstm_saved_model"] = str(fixtures.sequence.stacked_lstm_saved_model())
         heavy = sorted(m for m in sys.modules
                        if m.split(".")[0] in ("tensorflow", "tf_keras", "keras", "sklearn"))
         print(json.dumps({{"paths": paths, "heavy": heavy}}))
@@ -225,7 +258,7 @@ def test_cached_paths_return_without_importing_tensorflow() -> None:
                           text=True, check=True)
     result = json.loads(proc.stdout)
     assert result["heavy"] == []
-    assert result["paths"] == built
+    assert result["paths"] == {**built, **extra}
 
 
 def test_recipe_key_follows_source_and_refuses_unstable_parts() -> None:

@@ -31,7 +31,7 @@ from pytest_edgeopt.runs.rows import merge
 DATA = Path(__file__).parent / "data" / "edgeopt_example_run.json"
 PNG = b"\x89PNG\r\n\x1a\n"
 COLUMNS = ["model", "variant", "target", "size KiB", "gzip KiB", "size −", "p50 ms", "p90 ms", "speedup",
-           "metric", "drop", "build", "result"]
+           "metric", "drop", "vs source", "build", "result"]
 
 
 class Page(HTMLParser):

@@ -43,11 +43,13 @@ COLUMNS = (
     ("size −", "size reduction vs fp32 on the same target"),
     ("p50 ms", "median steady-state latency"), ("p90 ms", "90th percentile latency"),
     ("speedup", "fp32 p50 / variant p50"), ("metric", "the model's metric on the eval set (higher is better)"),
-    ("drop", "fp32 metric − variant metric (positive = worse)"), ("build", "build time, or 'cache' when reused"),
+    ("drop", "fp32 metric − variant metric (positive = worse)"),
+    ("vs source", "source model's metric − variant metric: against the model you trained, before conversion"),
+    ("build", "build time, or 'cache' when reused"),
     ("result", "PASS: every test of this variant passed; FAIL: one failed; SKIP: none measured it; "
                "base: the fp32 baseline the variants were compared with"),
 )
-_NUMERIC = {"size KiB", "gzip KiB", "size −", "p50 ms", "p90 ms", "speedup", "drop", "build"}
+_NUMERIC = {"size KiB", "gzip KiB", "size −", "p50 ms", "p90 ms", "speedup", "drop", "vs source", "build"}
 
 _CSS = """
 :root { --pass:#dff3e3; --pass-ink:#17642c; --fail:#fbe0e0; --fail-ink:#a4161a; --skip:#fff4cc;
@@ -299,15 +301,17 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         d = m["derived"]
         metric = "" if d.get("metric") is None else f"{d['metric_name']} {d['metric']:.4f}"
         drop = "" if d.get("accuracy_drop") is None else f"{d['accuracy_drop']:+.4f}"
+        source = "" if d.get("source_accuracy_drop") is None else f"{d['source_accuracy_drop']:+.4f}"
         build = "cache" if d.get("from_cache") else f"{d.get('build_seconds') or 0.0:.1f}s"
         return head + [kib(d["size_bytes"]), kib(d["compressed_size_bytes"]), pct(d["size_reduction"]),
-                       _ms(d["p50_ms"]), _ms(_p90_ms(m)), f"{d['speedup']:.2f}x", metric, drop, build, row["result"]]
+                       _ms(d["p50_ms"]), _ms(_p90_ms(m)), f"{d['speedup']:.2f}x", metric, drop, source, build,
+                       row["result"]]
     if row.get("built"):  # built but not measured (an optimized_model-only test)
         b = row["built"]
         build = "cache" if b.get("from_cache") else f"{b.get('build_seconds') or 0.0:.1f}s"
         sizes = [kib(b.get("size_bytes")), kib(b.get("compressed_size_bytes"))]
-        return head + sizes + [""] * 6 + [build, row["result"]]
-    return head + [""] * 9 + [row["result"]]
+        return head + sizes + [""] * 7 + [build, row["result"]]
+    return head + [""] * 10 + [row["result"]]
 
 
 def _summary(rows: list[dict[str, Any]]) -> str:

@@ -34,6 +34,10 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Comparison | N
               "metric", "drop", "build", "result"]
     body: list[list[str]] = []
     notes: list[str] = []
+    # "vs source": the drop against the model the user trained (the conversion check's source
+    # model), shown when the run has one (not for a .tflite given alone).
+    source = any(((row.get("measurement") or {}).get("derived") or {}).get("source_accuracy_drop") is not None
+                 for row in rows)
     for row in rows:
         where = where_label(row.get("target"), row.get("device"))
         m = row.get("measurement")
@@ -54,6 +58,11 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Comparison | N
             body.append([row.get("model") or "-", row["variant"], where] + [""] * 8 + [row["result"]])
         if row["result"] not in ("PASS", "base") and row.get("why"):
             notes.append(f"  {row['variant']} on {where}: {_own_words(first_line(row['why']), row, where)}")
+    if source:
+        header.insert(10, "vs source")
+        for cells, row in zip(body, rows):
+            d = ((row.get("measurement") or {}).get("derived") or {})
+            cells.insert(10, "" if d.get("source_accuracy_drop") is None else f"{d['source_accuracy_drop']:+.4f}")
     if comparison is not None:
         # "detects >=": the smallest slow-down the latency verdict could call significant.
         header += ["vs baseline run", "detects >="]
@@ -61,7 +70,7 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Comparison | N
             ident = (row.get("model") or "", row["variant"], row.get("target") or "", row.get("device"))
             cells += [comparison.cell(*ident), comparison.detectable_cell(*ident)]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-    right = {3, 4, 5, 6, 7, 9} | ({len(header) - 1} if comparison is not None else set())
+    right = {3, 4, 5, 6, 7, 9} | ({10} if source else set()) | ({len(header) - 1} if comparison is not None else set())
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -75,6 +84,8 @@ def table_lines(records: Iterable[Mapping[str, Any]], comparison: Comparison | N
     if any(r["result"] == "base" for r in rows):
         lines.append("result 'base': the fp32 baseline the variants were compared with (no test of its own)")
     lines += ["size - = size reduction vs fp32; speedup = fp32 p50 / variant p50; drop = fp32 metric - variant metric"]
+    if source:
+        lines.append("vs source = the source model's metric - variant metric (the model you trained, before conversion)")
     if comparison is not None:
         lines.append("detects >= = minimum detectable effect: the smallest latency slow-down this comparison "
                      f"calls significant (p < {comparison.alpha:g}) with its noise and sample counts")

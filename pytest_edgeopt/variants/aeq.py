@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_edgeopt.variants.registry import BuildContext, VariantBuildError
+from pytest_edgeopt.variants.registry import BuildContext, VariantBuildError, VariantUnavailable
 
 
 def build_dynamic_wi8(ctx: BuildContext) -> bytes:
@@ -39,7 +39,7 @@ def build_dynamic_wi4(ctx: BuildContext) -> bytes:
 def quantize(ctx: BuildContext, recipe_name: str) -> bytes:
     """Apply the AI Edge Quantizer recipe ``recipe_name`` (a function of
     ``ai_edge_quantizer.recipe``) to the fp32 baseline and return the ``.tflite`` bytes."""
-    from pytest_edgeopt.variants.tfenv import first_line, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import error_details, native_output_captured, quiet_warnings, root_cause
 
     with native_output_captured(), quiet_warnings():
         from ai_edge_quantizer import quantizer, recipe
@@ -53,7 +53,7 @@ def quantize(ctx: BuildContext, recipe_name: str) -> bytes:
             needs_calibration = q.need_calibration
     except Exception as exc:
         raise VariantBuildError(f"{ctx.spec.name}: AI Edge Quantizer cannot read the fp32 model: "
-                                f"{first_line(exc)}") from None
+                                f"{root_cause(exc)}", error_details(exc)) from None
     if needs_calibration:
         calibration_data = _calibration_data(ctx, fp32)
     try:
@@ -63,12 +63,16 @@ def quantize(ctx: BuildContext, recipe_name: str) -> bytes:
             result = q.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
     except Exception as exc:
         raise VariantBuildError(f"{ctx.spec.name}: AI Edge Quantizer ({recipe_name}) failed: "
-                                f"{first_line(exc)}") from None
+                                f"{root_cause(exc)}", error_details(exc)) from None
     return bytes(result.quantized_model)
 
 
 def _calibration_data(ctx: BuildContext, fp32: bytes) -> dict[str, list[dict[str, Any]]]:
-    """``{signature key: [{input name: sample}, ...]}`` from the representative data."""
+    """``{signature key: [{input name: sample}, ...]}`` from the representative data.
+
+    Raises :class:`VariantUnavailable` when the quantizer's calibration cannot take the
+    model: it needs exactly one signature (SignatureDef; published ``.tflite`` files made
+    by older converters often have none) with one input."""
     from ai_edge_litert.interpreter import Interpreter
 
     from pytest_edgeopt.variants.ptq import calibration_samples
@@ -77,13 +81,14 @@ def _calibration_data(ctx: BuildContext, fp32: bytes) -> dict[str, list[dict[str
     signatures = interpreter.get_signature_list()
     if len(signatures) != 1:
         found = ", ".join(signatures) or "none"
-        raise VariantBuildError(
-            f"{ctx.spec.name}: calibration needs a model with exactly one signature (SignatureDef); "
-            f"the fp32 model has {len(signatures)} ({found})")
+        raise VariantUnavailable(
+            f"{ctx.spec.name}: AI Edge Quantizer's static (calibrated) recipes need a model with exactly one "
+            f"signature (SignatureDef); the fp32 model has {len(signatures)} ({found}). Re-export the float "
+            "model with one serving signature (TFLiteConverter does) to get this variant")
     key = next(iter(signatures))
     details = interpreter.get_signature_runner(key).get_input_details()
     if len(details) != 1:
-        raise VariantBuildError(
+        raise VariantUnavailable(
             f"{ctx.spec.name}: calibration supports single-input models; signature {key!r} has "
             f"inputs {', '.join(details)}")
     name, detail = next(iter(details.items()))

@@ -64,33 +64,186 @@ def convert(ctx: BuildContext, mode: str, model: Any = None) -> bytes:
     For the ``int8`` and ``int8_full`` variants, a non-empty ``float_nodes`` option keeps
     those nodes in float (selective quantization, :func:`convert_selective`).
 
-    Raises :class:`VariantBuildError` quoting the converter's error.
-    """
-    from pytest_edgeopt.variants.tfenv import run_converter
+    A model whose RNN layers the converter cannot take with a dynamic batch (tensor-list
+    ops) is converted from a batch-1 concrete function instead, and ``ctx.notes`` records
+    ``conversion: concrete_function_batch1``.
 
-    converter = configure_converter(ctx, mode, model)
+    Raises :class:`VariantBuildError` with the converter's root-cause line, and
+    :class:`VariantUnavailable` when the recipe does not support an op of the model
+    (naming the op and the nodes that hold it).
+    """
+    from pytest_edgeopt.variants.tfenv import is_tensor_list_failure
+
+    batch1 = _wants_batch1(ctx, model)
+    from pytest_edgeopt.variants.tfenv import BATCH1_SAVED_MODEL_REMEDY
+
+    try:
+        return _convert_once(ctx, mode, model, batch1)
+    except VariantBuildError as exc:
+        if batch1 or not is_tensor_list_failure(exc.details or str(exc)):
+            raise
+        src = ctx.mut.source
+        if model is None and src.kind == "saved_model" and not src.trainable:
+            raise VariantBuildError(f"{exc}\n{BATCH1_SAVED_MODEL_REMEDY}", exc.details) from None
+    ctx.memo[_batch1_key(ctx, model)] = True
+    ctx.progress(f"{ctx.spec.name}: the converter cannot take the recurrent layers with a dynamic batch; "
+                 "converting a batch-1 concrete function")
+    return _convert_once(ctx, mode, model, True)
+
+
+def _convert_once(ctx: BuildContext, mode: str, model: Any, batch1: bool) -> bytes:
+    from pytest_edgeopt.variants.tfenv import BATCH1, ConverterRefused, run_converter
+
+    if batch1 and mode in _CALIBRATED:
+        _refuse_calibrating_loops(ctx, model)
+    converter = configure_converter(ctx, mode, model, batch1=batch1)
     # Only variants with the knob in their recipe (so in their cache key) honour it: the
     # tfmot builders' int8 step must not pick up a model-wide float_nodes.
     float_nodes = ctx.options.get("float_nodes") if "float_nodes" in ctx.spec.knobs else None
-    if mode in SELECTIVE and float_nodes:
-        return convert_selective(converter, ctx, mode, float_nodes)
-    return run_converter(converter, ctx.spec.name)
+    try:
+        if mode in SELECTIVE and float_nodes:
+            data = convert_selective(converter, ctx, mode, float_nodes)
+        else:
+            data = run_converter(converter, ctx.spec.name)
+    except ConverterRefused as exc:
+        where = _nodes_of_op(ctx, exc.op)
+        raise VariantUnavailable(f"{exc}{where}", exc.details) from None
+    except VariantBuildError as exc:
+        if mode == "qat" and "stateful op" in (exc.details or str(exc)):
+            raise VariantBuildError(
+                f"{exc}\nRemedy: the converter cannot quantize around the state of the recurrent layers "
+                "(UNIDIRECTIONAL_SEQUENCE_LSTM) of a quantization-aware-trained model; use the post-training "
+                "int8 or dynamic_range variants for this model", exc.details) from None
+        raise
+    if batch1:
+        ctx.notes["conversion"] = BATCH1
+    return data
 
 
-def configure_converter(ctx: BuildContext, mode: str, model: Any = None) -> Any:
+def _batch1_key(ctx: BuildContext, model: Any) -> tuple[str, str]:
+    return ("convert batch1", ctx.mut.fingerprint if model is None else f"{ctx.mut.fingerprint}:{id(model)}")
+
+
+def _keras_source_model(ctx: BuildContext, model: Any) -> Any:
+    """The tf_keras/Keras model being converted, or ``None`` (a plain SavedModel)."""
+    if model is not None:
+        return model
+    src = ctx.mut.source
+    if src.obj is not None:
+        return src.obj
+    if src.kind == "keras" or (src.kind == "saved_model" and src.trainable):
+        from pytest_edgeopt.variants.tfenv import keras_original
+
+        try:
+            return keras_original(src, ctx.memo, ctx.mut.fingerprint)
+        except Exception:
+            return None
+    return None
+
+
+def _wants_batch1(ctx: BuildContext, model: Any) -> bool:
+    """Convert from a batch-1 concrete function: known for this model in this process, or a
+    Keras model with RNN layers and a dynamic batch (``from_keras_model`` fails on those,
+    after a long MLIR pass: asking first saves it)."""
+    if ctx.memo.get(_batch1_key(ctx, model)):
+        return True
+    if ctx.mut.source.kind not in ("keras", "keras3") and model is None:
+        return False  # a SavedModel: its signature decides; retried on a tensor-list failure
+    from pytest_edgeopt.variants.tfenv import needs_batch1
+
+    keras_model = _keras_source_model(ctx, model)
+    return keras_model is not None and needs_batch1(keras_model)
+
+
+def _refuse_calibrating_loops(ctx: BuildContext, model: Any) -> None:
+    """TensorFlow 2.21's calibrator crashes the process (SIGSEGV in ``_feed_tensors``) on the
+    ``WHILE`` loop GRU and SimpleRNN layers become: fail the variant before that happens."""
+    from pytest_edgeopt.variants.tfenv import recurrent_layers
+
+    keras_model = _keras_source_model(ctx, model)
+    if keras_model is None:
+        return
+    loops = [layer for layer in recurrent_layers(keras_model)
+             if type(_cell_of(layer)).__name__ != "LSTMCell" and not getattr(_rnn_of(layer), "unroll", False)]
+    if loops:
+        names = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in loops)
+        raise VariantBuildError(
+            f"{ctx.spec.name}: not converted: TFLiteConverter's calibration crashes the process "
+            f"(SIGSEGV in calibrator._feed_tensors) on the WHILE loop that layer(s) {names} become in "
+            f"a batch-1 conversion. Remedy: build those layers with unroll=True (plain ops, no WHILE "
+            f"loop), or use float16 / dynamic_range / aeq_dynamic_wi8, which do not calibrate")
+
+
+def _rnn_of(layer: Any) -> Any:
+    return getattr(layer, "forward_layer", None) or layer  # Bidirectional: its forward RNN
+
+
+def _cell_of(layer: Any) -> Any:
+    return getattr(_rnn_of(layer), "cell", None)
+
+
+#: Keras layer classes an op that bears no layer name comes from (the fused LSTM kernels'
+#: tensors are named ``tfl.unidirectional_sequence_lstm``), to name them in a message.
+_OP_LAYERS = {
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("LSTM",),
+    "BIDIRECTIONAL_SEQUENCE_LSTM": ("LSTM",),
+    "WHILE": ("GRU", "SimpleRNN", "RNN"),
+    "CAST": ("Embedding",),
+}
+
+
+def _nodes_of_op(ctx: BuildContext, op: str) -> str:
+    """``" (in the fp32 model: ...)"``: the nodes that hold ``op`` in the fp32 model (index and
+    output tensor, whose name carries the layer path) and, for an op whose tensors bear no
+    layer name, the Keras layers it comes from; best effort: ``""`` when unknown."""
+    if not op or ctx.spec.name == "fp32":  # the fp32 build cannot ask for itself
+        return ""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_content=bytes(ctx.fp32()))
+        names = {d["index"]: d["name"] for d in it.get_tensor_details()}
+        nodes = [(int(d["index"]), names.get(int(d["outputs"][0]), "?") if len(d["outputs"]) else "?")
+                 for d in it._get_ops_details() if d["op_name"] == op]
+    except Exception:
+        return ""
+    if not nodes:
+        return ""
+    shown = ", ".join(f"{i} ({name!r})" if "/" in name else str(i) for i, name in nodes[:4])
+    shown += f" and {len(nodes) - 4} more" if len(nodes) > 4 else ""
+    text = f" (in the fp32 model: {op} node{'s' if len(nodes) > 1 else ''} {shown}"
+    keras_model = _keras_source_model(ctx, None)
+    if op in _OP_LAYERS and keras_model is not None:
+        from pytest_edgeopt.variants.tfenv import recurrent_layers
+
+        candidates = [*recurrent_layers(keras_model), *getattr(keras_model, "layers", [])]
+        layers = list({id(x): x for x in candidates
+                       if any(c.__name__ in _OP_LAYERS[op] for c in type(x).__mro__)}.values())
+        if layers:
+            text += "; from layer" + ("s " if len(layers) > 1 else " ") + ", ".join(
+                f"{x.name!r} ({type(x).__name__})" for x in layers)
+    return text + ")"
+
+
+def configure_converter(ctx: BuildContext, mode: str, model: Any = None, batch1: bool | None = None) -> Any:
     """A ``TFLiteConverter`` for the model under test (or the tf_keras ``model`` given) set
-    up with the recipe ``mode`` (one of :data:`MODES`), calibration data included; not run."""
-    from pytest_edgeopt.variants.tfenv import import_tf, make_converter
+    up with the recipe ``mode`` (one of :data:`MODES`), calibration data included; not run.
+
+    ``batch1``: trace a batch-1 concrete function (recurrent models); ``None``: when the
+    model needs it (see :func:`convert`)."""
+    from pytest_edgeopt.variants.tfenv import batch1_converter, import_tf, make_converter
 
     if mode not in MODES:
         raise ValueError(f"unknown conversion mode {mode!r}; known: {', '.join(MODES)}")
     tf = import_tf()
+    if batch1 is None:
+        batch1 = _wants_batch1(ctx, model)
     if model is not None:
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        input_rank = _keras_input_rank(model)
+        converter = batch1_converter(model) if batch1 else tf.lite.TFLiteConverter.from_keras_model(model)
+        input_rank, input_dtype = _keras_input_rank(model), _keras_input_dtype(model)
     else:
-        converter = make_converter(ctx.mut.source, ctx.memo, ctx.mut.fingerprint)
-        input_rank = None
+        converter = make_converter(ctx.mut.source, ctx.memo, ctx.mut.fingerprint, batch1=batch1)
+        input_rank, input_dtype = None, None
     if mode != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
@@ -98,9 +251,12 @@ def configure_converter(ctx: BuildContext, mode: str, model: Any = None) -> Any:
     if mode in _CALIBRATED:
         if input_rank is None and ctx.mut.source.kind in ("keras", "keras3") and ctx.mut.source.obj is not None:
             input_rank = _keras_input_rank(ctx.mut.source.obj)
+            input_dtype = _keras_input_dtype(ctx.mut.source.obj)
         if input_rank is None:
-            input_rank = _tflite_input_rank(ctx)
+            input_rank, input_dtype = _tflite_input_info(ctx)
         samples = calibration_samples(ctx, input_rank)
+        if input_dtype is not None and input_dtype.kind in "iu":  # token ids: the model takes integers
+            samples = [s.astype(input_dtype) for s in samples]
         converter.representative_dataset = _dataset(samples)
     if mode == "int8_full":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -123,7 +279,7 @@ def quantization_debugger(converter: Any, variant: str, mode: str,
     ``float_nodes`` are passed as ``denylisted_nodes``; ``int8_full`` sets
     ``fully_quantize`` (int8 input and output). Raises :class:`VariantBuildError`.
     """
-    from pytest_edgeopt.variants.tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import root_cause, import_tf, native_output_captured, quiet_warnings
 
     tf = import_tf()
     options = tf.lite.experimental.QuantizationDebugOptions(
@@ -135,7 +291,7 @@ def quantization_debugger(converter: Any, variant: str, mode: str,
         except Exception as exc:
             error = exc
     tail = out.tail(6)
-    raise VariantBuildError(f"{variant}: the TFLite quantization debugger failed: {first_line(error)}"
+    raise VariantBuildError(f"{variant}: the TFLite quantization debugger failed: {root_cause(error)}"
                             + (f"\n{tail}" if tail else "")) from None
 
 
@@ -177,7 +333,7 @@ def convert_selective(converter: Any, ctx: BuildContext, mode: str, float_nodes:
     the model is no longer integer-only. Raises :class:`VariantBuildError` naming any node
     that is not a quantized node of the model (the quantizer would ignore it silently).
     """
-    from pytest_edgeopt.variants.tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import root_cause, import_tf, native_output_captured, quiet_warnings
 
     tf = import_tf()
     nodes = normalize_float_nodes(float_nodes)
@@ -202,7 +358,7 @@ def convert_selective(converter: Any, ctx: BuildContext, mode: str, float_nodes:
     if error is not None:
         tail = out.tail(6)
         raise VariantBuildError(f"{ctx.spec.name}: selective quantization (float_nodes) failed: "
-                                f"{first_line(error)}" + (f"\n{tail}" if tail else "")) from None
+                                f"{root_cause(error)}" + (f"\n{tail}" if tail else "")) from None
     return bytes(model)
 
 
@@ -256,15 +412,25 @@ def _keras_input_rank(model: Any) -> int | None:
         return None
 
 
-def _tflite_input_rank(ctx: BuildContext) -> int | None:
-    """The first input's rank in the fp32 baseline (best effort: None when unknown)."""
+def _keras_input_dtype(model: Any) -> np.dtype[Any] | None:
+    try:
+        inputs = model.inputs
+        return np.dtype(inputs[0].dtype.as_numpy_dtype) if inputs and len(inputs) == 1 else None
+    except Exception:
+        return None
+
+
+def _tflite_input_info(ctx: BuildContext) -> tuple[int | None, np.dtype[Any] | None]:
+    """The first input's rank and dtype in the fp32 baseline (best effort: None when unknown)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
 
         details = Interpreter(model_content=bytes(ctx.fp32())).get_input_details()
-        return len(details[0]["shape"]) if len(details) == 1 else None
+        if len(details) != 1:
+            return None, None
+        return len(details[0]["shape"]), np.dtype(details[0]["dtype"])
     except Exception:
-        return None
+        return None, None
 
 
 # -- a .tflite given by the user -------------------------------------------------------

@@ -349,7 +349,7 @@ def _fp32(ctx: BuildContext, cache: list[bytes]) -> bytes:
 
 def _numeric_verify(ctx: BuildContext, run: _Budget, measure: bool) -> dict[str, Any]:
     from pytest_edgeopt.variants import ptq
-    from pytest_edgeopt.variants.tfenv import first_line, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import root_cause, import_tf, native_output_captured, quiet_warnings
 
     mode = ctx.spec.name
     kept = ptq.normalize_float_nodes(ctx.options.get("float_nodes"))
@@ -423,7 +423,7 @@ def _numeric_verify(ctx: BuildContext, run: _Budget, measure: bool) -> dict[str,
                 error = None
         if error is not None:
             raise QuantDebugError(f"{mode}: quantizing with the suggested float_nodes failed: "
-                                  f"{first_line(error)}\n{out.tail(6)}")
+                                  f"{root_cause(error)}\n{out.tail(6)}")
         sel_outputs = run.run([selective], None)[0]
         scored = _scores(ctx, outputs[1], sel_outputs, run.labels)
         result["suggested_metric"] = scored["quantized_metric"]

@@ -33,6 +33,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # debugger names them (pytest_edgeopt.variants.quant_debug's report suggests them). int16x8 cannot:
     # TF 2.21 quantizes it with a calibrator that has no denylist. In a recipe only when set.
     "float_nodes": (),
+    # Measuring, not building (in no recipe): whether the model carries state across calls (a
+    # stateful RNN, evaluated as one sequence; None: decide from the model), and the fp32
+    # conversion-fidelity tolerance (None: default, False: off; see pytest_edgeopt.fidelity).
+    "stateful": None,
+    "fidelity": None,
 }
 
 #: Knobs left out of a recipe while they have their default value, so that adding them kept
@@ -43,12 +48,30 @@ _TRAIN = ("finetune_epochs", "learning_rate", "batch_size", "loss", "seed")
 
 
 class VariantUnavailable(Exception):
-    """This variant cannot be built for this model; the message says why (-> a skip)."""
+    """This variant cannot be built for this model; the message says why (-> a skip): the
+    tool that refuses it, the op or layer, and where it is in the model.
+
+    ``details``: the tool's full error text (tracebacks, MLIR diagnostics), for the saved
+    run; ``""`` when the message says it all. It survives pickling (worker processes).
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class VariantBuildError(Exception):
-    """Building the variant failed; the message names the cause (a layer tfmot cannot
-    wrap, a converter error) without a deep tensorflow traceback."""
+    """Building the variant failed (-> a fail); the message names the root cause (the
+    exception's type and last meaningful line, the layer or op) and the remedy, without a
+    deep tensorflow traceback.
+
+    ``details``: the tool's full error text, for the saved run (``""``: none beyond the
+    message). It survives pickling (worker processes).
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +99,8 @@ class VariantSpec:
 
     def build_function(self) -> Callable[["BuildContext"], bytes]:
         module, func = self.builder.split(":")
-        return getattr(importlib.import_module(module, __package__), func)
+        function: Callable[[BuildContext], bytes] = getattr(importlib.import_module(module, __package__), func)
+        return function
 
 
 _ALL = frozenset({"keras", "keras3", "saved_model", "tflite"})
@@ -210,7 +234,11 @@ class BuildContext:
     ``memo``: per-process store of intermediates shared between builds (a pruned Keras
     model for both ``pruned`` and ``pruned_int8``), keyed by the builder; ``cache``: the
     store the variant goes to, where a builder also keeps such intermediates for other
-    processes (pytest-xdist workers, later runs) to reuse; ``None``: the memo only.
+    processes (pytest-xdist workers, later runs) to reuse; ``None``: the memo only;
+    ``notes``: what the builder found out and chose while building (a conversion path,
+    layers left float or dense, a loss twin), for the caller to add to the variant's
+    recipe and keep with its cache entry. Notes follow from the recipe and the model, so
+    they are not part of the cache key.
     """
 
     mut: ModelUnderTest
@@ -221,3 +249,4 @@ class BuildContext:
     fp32: Callable[[], bytes]
     memo: dict[Any, Any] = field(default_factory=dict)
     cache: VariantCache | None = None
+    notes: dict[str, Any] = field(default_factory=dict)

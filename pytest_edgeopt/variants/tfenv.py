@@ -8,7 +8,11 @@ Everything here imports tensorflow inside functions: importing this module is ch
   tf_keras (the only Keras it supports).
 - :func:`load_keras_model` gives a *fresh* tf_keras copy of the user's model: tfmot's
   wrappers share (and so mutate) the layers of the model they wrap.
-- :func:`make_converter` gives a ``TFLiteConverter`` for any convertible source.
+- :func:`make_converter` gives a ``TFLiteConverter`` for any convertible source;
+  :func:`batch1_converter` one of a batch-1 concrete function (recurrent layers).
+- :func:`root_cause` is the line of an error that says what went wrong (the first MLIR
+  ``error:`` without its locations, the last line of an ``in user code:`` traceback);
+  :func:`error_details` the full text kept in a build error's ``details``.
 - :func:`native_output_captured` keeps what TensorFlow's C++ code prints (absl ``I0000``
   lines, MLIR diagnostics) out of the user's pytest output; errors quote its tail.
 """
@@ -19,6 +23,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -204,13 +209,72 @@ def import_tfmot() -> Any:
     return tfmot
 
 
-def first_line(exc: BaseException, limit: int = 400) -> str:
-    """The first non-empty line of an exception's message, shortened (for error messages)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            line = line.strip()
-            return line if len(line) <= limit else line[: limit - 3] + "..."
-    return type(exc).__name__
+_MLIR_ERROR = re.compile(r"(?:^|\s|:)error: (?P<message>.+)$")
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(?P<type>[A-Z]\w*(?:Error|Exception|Exit|Interrupt))(?::\s*(?P<rest>.*))?$")
+#: Lines of a traceback or an MLIR dump that are never the cause.
+_NOISE = re.compile(r"^(?:File \"|Traceback \(most recent|in user code:|\^|<unknown>:\d+: note:|note:|"
+                    r"During handling of|The above exception|[\w./<>-]+:\d+:\d+: note:)")
+
+
+def strip_location(message: str) -> str:
+    """An MLIR diagnostic without a leading ``loc(...)`` call-site location (``<unknown>:0:
+    error: loc(callsite(...)): 'tf.X' op ...`` -> ``'tf.X' op ...``)."""
+    if not message.startswith("loc("):
+        return message
+    depth, quoted = 0, False
+    for i, ch in enumerate(message):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+            if depth == 0:
+                return message[i + 1:].lstrip(": ").strip() or message
+    return message
+
+
+def root_cause(exc: BaseException | str, limit: int = 400) -> str:
+    """The line of an error that says what went wrong, shortened, with the exception type.
+
+    - MLIR diagnostics (converter errors): the first ``error:`` line without its call-site
+      location (``loc(callsite(...))`` or ``file:line:col``), e.g. ``'tf.TensorListReserve'
+      op requires element_shape to be static during TF Lite transformation pass``;
+    - a TensorFlow error that carries a traceback (``model.fit`` raises one that starts
+      with ``in user code:``): its last ``SomeError: ...`` line, else its last line;
+    - anything else: the first non-empty line.
+
+    The type is prefixed (``ValueError: ...``) unless the line already starts with one.
+    """
+    text = str(exc)
+    type_name = type(exc).__name__ if isinstance(exc, BaseException) else ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = ""
+    for ln in lines:
+        m = _MLIR_ERROR.search(ln)
+        if m and not ln.startswith(("Traceback", "File ")):
+            line = strip_location(m.group("message").strip())
+            break
+    if not line and len(lines) > 1 and any(_NOISE.match(ln) for ln in lines):
+        meaningful = [ln for ln in lines if not _NOISE.match(ln)]
+        typed = [ln for ln in meaningful if _EXCEPTION_LINE.match(ln)]
+        line = (typed or meaningful or lines)[-1]
+    if not line:
+        line = lines[0] if lines else ""
+    if not line:
+        return type_name or "unknown error"
+    if type_name and not _EXCEPTION_LINE.match(line) and type_name not in ("Exception",):
+        line = f"{type_name}: {line}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def error_details(exc: BaseException | str, captured: CapturedOutput | None = None) -> str:
+    """The full text of an error (and what TensorFlow printed meanwhile), for the
+    ``details`` of a :class:`VariantBuildError`/:class:`VariantUnavailable`."""
+    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+    if captured is not None and captured.text.strip():
+        text += "\n--- tensorflow output ---\n" + captured.text.strip()
+    return text
 
 
 # -- Keras models ----------------------------------------------------------------------
@@ -243,12 +307,12 @@ def keras_original(source: ModelSource, memo: MutableMapping[Any, Any] | None = 
             except Exception:  # a compile-time custom loss or metric: the layers still load
                 model = keras.models.load_model(str(source.path), compile=False)
         except Exception as exc:
-            error = exc
+            error: Exception | None = exc
         else:
             error = None
     if error is not None:
         raise VariantBuildError(
-            f"tf_keras cannot load {source.description}: {first_line(error)}. A model with custom "
+            f"tf_keras cannot load {source.description}: {root_cause(error)}. A model with custom "
             "layers needs them registered (tf_keras.saving.register_keras_serializable) before the "
             f"build.{_tail(out)}") from None
     if memo is not None:
@@ -270,7 +334,7 @@ def clone_keras_model(model: Any) -> Any:
         except Exception as exc:
             raise VariantBuildError(
                 f"cannot copy the model to fine-tune it (tf_keras.models.clone_model failed: "
-                f"{first_line(exc)}); custom layers need a get_config() returning their constructor "
+                f"{root_cause(exc)}); custom layers need a get_config() returning their constructor "
                 "arguments") from None
     clone.set_weights(model.get_weights())
     return clone
@@ -294,23 +358,34 @@ def compiled_loss(source: ModelSource, memo: MutableMapping[Any, Any] | None = N
 
 
 def make_converter(source: ModelSource, memo: MutableMapping[Any, Any] | None = None,
-                   fingerprint: str | None = None) -> Any:
+                   fingerprint: str | None = None, batch1: bool = False) -> Any:
     """A ``tf.lite.TFLiteConverter`` for a keras, keras3 or saved_model source.
 
     In-memory Keras 2/3 models and model files go through ``from_keras_model``; a
-    SavedModel directory through ``from_saved_model``.
+    SavedModel directory through ``from_saved_model``. ``batch1``: convert a concrete
+    function with a batch of 1 instead (:func:`batch1_converter`), what recurrent layers
+    need (a Keras SavedModel is loaded as Keras for it; a plain one cannot be traced again:
+    :class:`VariantBuildError` with the remedy).
     """
     tf = import_tf()
     kind = source.kind
     if kind == "tflite":
         raise VariantUnavailable(f"{source.description} is already a .tflite; it cannot be converted again")
     if kind == "saved_model":
+        if batch1:
+            if source.trainable:
+                return batch1_converter(keras_original(source, memo, fingerprint))
+            # A plain SavedModel's graph was traced with its signature's batch: a batch-1
+            # function around it keeps the dynamic shapes inside.
+            raise VariantBuildError(f"{source.description} needs a batch of 1 to convert its recurrent layers, "
+                                    f"and it is not a Keras SavedModel to trace again. {BATCH1_SAVED_MODEL_REMEDY}")
         with native_output_captured() as out, quiet_warnings():
             try:
                 return tf.lite.TFLiteConverter.from_saved_model(str(source.path))
             except Exception as exc:
                 error = exc
-        raise VariantBuildError(f"cannot read {source.description}: {first_line(error)}{_tail(out)}") from None
+        raise VariantBuildError(f"cannot read {source.description}: {root_cause(error)}{_tail(out)}",
+                                error_details(error, out)) from None
     if source.obj is not None:
         model = source.obj
     elif kind == "keras":
@@ -319,7 +394,76 @@ def make_converter(source: ModelSource, memo: MutableMapping[Any, Any] | None = 
         model = _keras3_original(source, memo, fingerprint)
     else:
         raise VariantUnavailable(f"cannot convert a {kind} model")
+    if batch1:
+        return batch1_converter(model)
     return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+#: The recipe note of a variant converted from a batch-1 concrete function.
+BATCH1 = "concrete_function_batch1"
+
+
+def batch1_converter(model: Any) -> Any:
+    """A converter of ``tf.function(lambda x: model(x))`` traced with a batch of 1 (inputs
+    named as the model's), TensorFlow's documented recipe for Keras RNNs: with a static
+    batch the converter fuses LSTM into ``UNIDIRECTIONAL_SEQUENCE_LSTM`` and lowers GRU and
+    SimpleRNN to ``WHILE``. The ``.tflite`` then takes batch 1 only."""
+    tf = import_tf()
+    specs = []
+    for i, t in enumerate(model.inputs):
+        name = getattr(t, "name", None) or f"input_{i}"
+        specs.append(tf.TensorSpec([1, *t.shape[1:]], t.dtype, name=name.split(":")[0]))
+    with native_output_captured() as out, quiet_warnings():
+        try:
+            if len(specs) == 1:
+                function = tf.function(lambda x: model(x))
+            else:
+                function = tf.function(lambda *xs: model(list(xs)))
+            concrete = function.get_concrete_function(*specs)
+            return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        except Exception as exc:
+            error = exc
+    raise VariantBuildError(f"cannot trace the model with a batch of 1: {root_cause(error)}",
+                            error_details(error, out)) from None
+
+
+#: What to do about a plain SavedModel whose RNN layers cannot convert with a dynamic batch.
+BATCH1_SAVED_MODEL_REMEDY = (
+    "Remedy: export the SavedModel with a batch-1 serving signature (tf.saved_model.save(model, path, "
+    "signatures=tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec([1, ...], dtype))), as in "
+    "TensorFlow's Keras LSTM fusion guide), or pass the Keras model or a Keras SavedModel (model.save)")
+
+
+def recurrent_layers(model: Any) -> list[Any]:
+    """The recurrent layers of a Keras model (``RNN`` subclasses: LSTM, GRU, SimpleRNN, and
+    ``Bidirectional``), nested models included."""
+    found: list[Any] = []
+    for layer in getattr(model, "layers", []):
+        if hasattr(layer, "layers") and not hasattr(layer, "cell"):  # a nested model
+            found.extend(recurrent_layers(layer))
+        elif hasattr(layer, "cell") or hasattr(layer, "forward_layer"):
+            found.append(layer)
+    return found
+
+
+def needs_batch1(model: Any) -> bool:
+    """Whether ``from_keras_model`` would fail on the model's tensor-list ops: a recurrent
+    layer that is not unrolled, and inputs with a dynamic batch."""
+    try:
+        dynamic = any(t.shape[0] is None for t in model.inputs)
+    except Exception:
+        return False
+    return dynamic and any(not getattr(_inner_rnn(layer), "unroll", False) for layer in recurrent_layers(model))
+
+
+def _inner_rnn(layer: Any) -> Any:
+    return getattr(layer, "forward_layer", None) or layer
+
+
+def is_tensor_list_failure(details: str) -> bool:
+    """Whether a converter error is the one a dynamic batch through RNN layers gives."""
+    return "TensorList" in details and ("element_shape to be static" in details
+                                        or "Lowering tensor list ops" in details)
 
 
 def _keras3_original(source: ModelSource, memo: MutableMapping[Any, Any] | None,
@@ -332,38 +476,70 @@ def _keras3_original(source: ModelSource, memo: MutableMapping[Any, Any] | None,
         try:
             model = keras3.models.load_model(str(source.path))
         except Exception as exc:
-            error = exc
+            error: Exception | None = exc
         else:
             error = None
     if error is not None:
         raise VariantBuildError(
-            f"Keras 3 cannot load {source.description}: {first_line(error)}. Custom layers need "
+            f"Keras 3 cannot load {source.description}: {root_cause(error)}. Custom layers need "
             f"keras.saving.register_keras_serializable before the build.{_tail(out)}") from None
     if memo is not None:
         memo[key] = model
     return model
 
 
+class ConverterRefused(VariantUnavailable):
+    """The converter does not support an op in this recipe (``op``: its name, e.g. ``CAST``)."""
+
+    def __init__(self, message: str, details: str = "", op: str = "") -> None:
+        super().__init__(message, details)
+        self.op = op
+
+
+#: Converter refusals: an op the recipe's quantizer does not support, an op with no TFLite
+#: builtin kernel (it would need Select TF ops, which the variants do not enable).
+_NOT_SUPPORTED = re.compile(r"not (?:yet )?supported for op: '(?P<op>[\w.]+)'"
+                            r"|'(?P<tf_op>tf\.\w+)' op is neither a custom op nor a flex op")
+
+
 def run_converter(converter: Any, variant: str) -> bytes:
-    """``converter.convert()`` with TensorFlow's output captured; a failure becomes a
-    :class:`VariantBuildError` quoting the converter's own diagnostics."""
+    """``converter.convert()`` with TensorFlow's output captured.
+
+    An op the recipe does not support (``Quantization to 16x8-bit not yet supported for
+    op: 'CAST'``) becomes :class:`ConverterRefused` (a skip); any other failure a
+    :class:`VariantBuildError` with the root-cause line (no MLIR call-site dump); both keep
+    the converter's full text in ``details``.
+    """
     with native_output_captured() as out, quiet_warnings():
         try:
             result = converter.convert()
         except Exception as exc:
-            error = exc
+            error: Exception | None = exc
         else:
             error = None
     if error is not None:
-        details = [ln.strip() for ln in str(error).splitlines() if "error" in ln.lower()][:8]
-        detail = "\n  ".join(details) if details else first_line(error)
-        raise VariantBuildError(f"{variant}: TFLiteConverter failed: {detail}{_tail(out)}") from None
+        details = error_details(error, out)
+        refused = _NOT_SUPPORTED.search(str(error))
+        if refused:
+            op = refused.group("op") or refused.group("tf_op")
+            raise ConverterRefused(f"{variant}: TFLiteConverter refuses op {op}: {root_cause(error)}",
+                                   details, op=op) from None
+        raise VariantBuildError(f"{variant}: TFLiteConverter failed: {root_cause(error)}{_tail(out)}",
+                                details) from None
     return bytes(result)
 
 
 def _tail(out: CapturedOutput, lines: int = 8) -> str:
-    """The error lines TensorFlow printed (not its start-up chatter), for an error message."""
+    """The error lines TensorFlow printed (not its start-up chatter, not MLIR call-site
+    locations), for an error message."""
     noise = ("cuinit", "cuda", "onednn", "absl::initializelog", "xnnpack delegate")
-    keep = [ln.strip() for ln in out.text.splitlines()
-            if "error" in ln.lower() and not any(n in ln.lower() for n in noise)]
+    keep: list[str] = []
+    for ln in out.text.splitlines():
+        if "error" not in ln.lower() or any(n in ln.lower() for n in noise):
+            continue
+        m = _MLIR_ERROR.search(ln)
+        line = strip_location(m.group("message").strip()) if m else ln.strip()
+        line = line if len(line) <= 300 else line[:297] + "..."
+        if line not in keep:
+            keep.append(line)
     return ("\n--- tensorflow output ---\n" + "\n".join(keep[-lines:])) if keep else ""

@@ -138,14 +138,14 @@ def test_missing_data_fields_skip_naming_the_field(shared: pytest.Pytester) -> N
     ])
 
 
-def test_layer_tfmot_cannot_wrap_fails_that_variant_naming_the_layer(shared: pytest.Pytester) -> None:
+def test_layer_tfmot_cannot_wrap_stays_float_and_is_named(shared: pytest.Pytester) -> None:
     shared.makeconftest(BAD_CONFTEST.format(expr="ModelUnderTest(name='custom', model=__import__('fixtures.models').models.custom_layer_model, "
                                                  "representative_data=representative_batches(20), train_data=(d.x_train, d.y_train), "
                                                  "eval_data=(d.x_eval, d.y_eval), options={'finetune_epochs': 1})"))
     shared.makepyfile(ALL_VARIANTS_TEST)
     result, _ = outcomes(shared, "--edgeopt-variants=fp32,int8,qat_int8")
-    result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*custom qat_int8:*ScaleLayer*"])
+    result.assert_outcomes(passed=3)  # partial QAT (issue 11): the custom layer stays float
+    result.stdout.fnmatch_lines(["*qat_int8: partial quantization-aware training: left 'scale' (ScaleLayer) float*"])
     result.stdout.no_fnmatch_line("*site-packages/tensorflow*")
 
 
@@ -166,6 +166,6 @@ def test_unusable_tflite_is_explained(shared: pytest.Pytester, fixture: str, mes
     shared.makeconftest(BAD_CONFTEST.format(expr=f"ModelUnderTest(name='bad', model=__import__('fixtures.models').models.{fixture}(), eval_data=(d.x_eval, d.y_eval))"))
     shared.makepyfile(ALL_VARIANTS_TEST)
     result, _ = outcomes(shared, "--edgeopt-variants=fp32,aeq_dynamic_wi8")
-    result.assert_outcomes(errors=2)
+    result.assert_outcomes(failed=2)  # the model file is broken: a FAIL of its variants, not a harness ERROR
     result.stdout.fnmatch_lines([message])
     result.stdout.no_fnmatch_line("*Traceback*")
