@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy  # noqa: F401 (see below)
 import pytest
 
-from tests.edgetpu_helpers import STUB_DIR as EDGETPU_STUB_DIR, load_edgetpu_stub
+from tests.edgetpu_helpers import STUB_DIR as EDGETPU_STUB_DIR
+from tests.edgetpu_helpers import load_edgetpu_stub
 
 
 @pytest.fixture(scope="session")

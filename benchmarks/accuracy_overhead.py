@@ -77,11 +77,11 @@ def main() -> None:
     args = ap.parse_args()
     header(f"accuracy overhead: top-1 on {args.samples} samples through the harness vs a bare batched loop")
     from fixtures.digits import digits_model_path, representative_batches
-    from pytest_edgeopt.variants.builder import Builder
-    from pytest_edgeopt.variants.cache import VariantCache
     from pytest_edgeopt.measure import check_eval_shape
     from pytest_edgeopt.model import ModelUnderTest, score
     from pytest_edgeopt.targets.cpu import CpuTarget
+    from pytest_edgeopt.variants.builder import Builder
+    from pytest_edgeopt.variants.cache import VariantCache
 
     x, y = eval_set(args.samples)
     mut = ModelUnderTest(name="digits-cnn", model=digits_model_path(), representative_data=representative_batches(100),

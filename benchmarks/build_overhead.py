@@ -81,12 +81,11 @@ def main() -> None:
     header("build overhead: post-training variants through the Builder (cold cache) vs TFLiteConverter directly")
 
     from fixtures.digits import digits_model_path, representative_batches
+    from pytest_edgeopt.model import ModelUnderTest
+    from pytest_edgeopt.variants import tfenv
     from pytest_edgeopt.variants.builder import Builder
     from pytest_edgeopt.variants.cache import VariantCache
-    from pytest_edgeopt.model import ModelUnderTest
     from pytest_edgeopt.variants.tfenv import import_keras, import_tf, native_output_captured, quiet_warnings
-
-    from pytest_edgeopt.variants import tfenv
 
     tf = import_tf()
     run_converter = tfenv.run_converter

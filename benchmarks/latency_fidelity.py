@@ -32,9 +32,9 @@ LOW, HIGH = 0.97, 1.03
 
 def build_variants() -> dict[str, Path]:
     from fixtures.digits import digits_model_path, representative_batches
+    from pytest_edgeopt.model import ModelUnderTest
     from pytest_edgeopt.variants.builder import Builder
     from pytest_edgeopt.variants.cache import VariantCache
-    from pytest_edgeopt.model import ModelUnderTest
 
     mut = ModelUnderTest(name="digits-cnn", model=digits_model_path(), representative_data=representative_batches(100))
     builder = Builder(VariantCache(WORK / "cache"), progress=say)

@@ -83,11 +83,11 @@ def model_path(width: float, epochs: int) -> Path:
 
 def run_width(path: Path, cache: Path, variants, settings) -> list[dict]:
     from fixtures.digits import digits_data, representative_batches
-    from pytest_edgeopt.variants.builder import Builder
-    from pytest_edgeopt.variants.cache import VariantCache
     from pytest_edgeopt.measure import observe
     from pytest_edgeopt.model import ModelUnderTest
     from pytest_edgeopt.targets.cpu import CpuTarget
+    from pytest_edgeopt.variants.builder import Builder
+    from pytest_edgeopt.variants.cache import VariantCache
 
     data = digits_data()
     mut = ModelUnderTest(name=path.stem, model=path, representative_data=representative_batches(100),

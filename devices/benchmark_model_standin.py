@@ -899,9 +899,8 @@ class Benchmark:
 
     def run(self) -> bool:
         """BenchmarkModel::Run()."""
-        import numpy as np
-
         import ai_edge_litert.interpreter  # noqa: F401  (linked in, in the real tool)
+        import numpy as np
 
         p = self.p
         if not self.validate():

@@ -103,7 +103,7 @@ class _StreamClosed(Exception):
 class _Stream:
     """One adb stream (a service the host OPENed) on a connection."""
 
-    def __init__(self, conn: "_Connection", local_id: int, remote_id: int) -> None:
+    def __init__(self, conn: _Connection, local_id: int, remote_id: int) -> None:
         self.conn = conn
         self.local_id = local_id
         self.remote_id = remote_id
@@ -191,7 +191,7 @@ class _Stream:
 class _Connection:
     """One TCP connection from the adb server: the device's transport."""
 
-    def __init__(self, device: "EmulatedDevice", sock: socket.socket) -> None:
+    def __init__(self, device: EmulatedDevice, sock: socket.socket) -> None:
         self.device = device
         self.sock = sock
         self.max_payload = 4096  # until the host's CNXN says more
@@ -445,7 +445,7 @@ class EmulatedDevice:
     def serialno(self) -> str:
         return self.serial_hint or f"EDGEOPT{self.port}"
 
-    def __enter__(self) -> "EmulatedDevice":
+    def __enter__(self) -> EmulatedDevice:
         if self._listener is None:
             self.start()
         return self
@@ -541,7 +541,7 @@ class EmulatedDevice:
         while not self._stopped.is_set():
             try:
                 sock, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class ModelSource:
         return f"{self.kind} model ({where})"
 
 
-def _sha256_file(path: Path, h: "hashlib._Hash") -> None:
+def _sha256_file(path: Path, h: hashlib._Hash) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

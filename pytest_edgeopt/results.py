@@ -5,8 +5,9 @@ is :mod:`pytest_edgeopt.runs.record`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class LatencyStats:
         return {"samples_us": list(self.samples_us), **self.summary()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LatencyStats":
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyStats:
         return cls(tuple(float(x) for x in d["samples_us"]))
 
 
@@ -93,7 +94,7 @@ class Accuracy:
         return {"metric": self.metric, "value": self.value, "samples": self.samples}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Accuracy":
+    def from_dict(cls, d: Mapping[str, Any]) -> Accuracy:
         return cls(metric=d["metric"], value=float(d["value"]), samples=int(d["samples"]))
 
 
@@ -144,7 +145,7 @@ class Observation:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Observation":
+    def from_dict(cls, d: Mapping[str, Any]) -> Observation:
         return cls(
             model=d["model"],
             variant=d["variant"],

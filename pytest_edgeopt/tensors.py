@@ -8,9 +8,10 @@ tensor's own scale and zero point. Reads models with the LiteRT interpreter only
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class TensorSpec:
         return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
 
     @classmethod
-    def from_detail(cls, d: dict[str, Any]) -> "TensorSpec":
+    def from_detail(cls, d: dict[str, Any]) -> TensorSpec:
         sig = d.get("shape_signature")
         shape = tuple(int(x) for x in (sig if sig is not None and len(sig) else d["shape"]))
         scale, zero = d.get("quantization", (0.0, 0))
@@ -47,14 +48,14 @@ class ModelIO:
     outputs: tuple[TensorSpec, ...]
 
     @classmethod
-    def of_interpreter(cls, interpreter: Any) -> "ModelIO":
+    def of_interpreter(cls, interpreter: Any) -> ModelIO:
         return cls(
             tuple(TensorSpec.from_detail(d) for d in interpreter.get_input_details()),
             tuple(TensorSpec.from_detail(d) for d in interpreter.get_output_details()),
         )
 
     @classmethod
-    def of_file(cls, path: Path | str) -> "ModelIO":
+    def of_file(cls, path: Path | str) -> ModelIO:
         from ai_edge_litert.interpreter import Interpreter
 
         return cls.of_interpreter(Interpreter(model_path=str(path)))

@@ -4,8 +4,8 @@ invokes. Shared by the targets that run the LiteRT interpreter on this host (cpu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pytest_edgeopt.results import LatencyStats
 from pytest_edgeopt.targets.base import LatencySettings

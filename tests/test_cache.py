@@ -97,7 +97,7 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path: Path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
-def _worker(root: str, counter: str, out: "multiprocessing.Queue") -> None:
+def _worker(root: str, counter: str, out: multiprocessing.Queue) -> None:
     import time
 
     def build():

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_docs import changed, real_doc, slowed, with_metadata
 
 from pytest_edgeopt.runs.store import save_run
-from run_docs import changed, real_doc, slowed, with_metadata
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
 

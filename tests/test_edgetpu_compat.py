@@ -11,6 +11,7 @@ import flatbuffers
 import numpy as np
 import pytest
 
+from pytest_edgeopt.targets.base import TargetUnavailable
 from pytest_edgeopt.targets.edgetpu.compat import (
     STATUS_DATA_TYPE,
     STATUS_LIMITATION,
@@ -22,7 +23,6 @@ from pytest_edgeopt.targets.edgetpu.compat import (
     analyze,
     edgetpu_op_fraction,
 )
-from pytest_edgeopt.targets.base import TargetUnavailable
 
 STUB_DIR = Path(__file__).parent / "edgetpu_stub"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_edgeopt.targets.base import TargetError
 from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible
 from pytest_edgeopt.targets.edgetpu.compiler import (
     CompileCache,
@@ -19,7 +20,6 @@ from pytest_edgeopt.targets.edgetpu.compiler import (
     parse_compiler_log,
     parse_size,
 )
-from pytest_edgeopt.targets.base import TargetError
 
 STUB_DIR = Path(__file__).parent / "edgetpu_stub"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible
 from pytest_edgeopt.targets.base import Device, LatencySettings, Target, TargetUnavailable
+from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible
 from pytest_edgeopt.targets.edgetpu.target import NO_DEVICE, EdgeTpuTarget, discover_edgetpu, parse_device
 from pytest_edgeopt.tensors import ModelIO, from_model_output, to_model_input
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import adbutils
 import numpy as np
 import pytest
-
 from adb_helpers import bundled_adb, system_adb
+
 from pytest_edgeopt.targets.android.server import device_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:  # devices/ is not an installed package; a root co
 
 from devices import EmulatedDevice, write_standin  # noqa: E402
 from devices.adb_server import AdbServer  # noqa: E402
+
 TMP = "/data/local/tmp"
 INPUT = "serving_default_input_1:0"  # the Keras model's input tensor name
 FAST = "--min_secs=0 --warmup_min_secs=0 --warmup_runs=1"

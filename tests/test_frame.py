@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from run_docs import measurement, real_doc, with_metadata
 
 from pytest_edgeopt.runs import frame
 from pytest_edgeopt.runs.frame import COLUMNS, ExportError, export, frame_of, load_runs
 from pytest_edgeopt.runs.store import save_run
-from run_docs import measurement, real_doc, with_metadata
 
 
 def test_one_document_has_typed_columns() -> None:

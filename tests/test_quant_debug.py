@@ -18,8 +18,9 @@ import pytest
 
 from fixtures.digits import digits_data, digits_model_path, representative_batches
 from fixtures.fragile import OUTLIER_LAYER, fragile_model_path
-from pytest_edgeopt.variants.cache import key_of
 from pytest_edgeopt.model import ModelUnderTest
+from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
+from pytest_edgeopt.variants.cache import key_of
 from pytest_edgeopt.variants.quant_debug import (
     SUGGEST_ERROR,
     QuantDebugReport,
@@ -27,7 +28,6 @@ from pytest_edgeopt.variants.quant_debug import (
     layer_errors,
     unsupported_reason,
 )
-from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
 from pytest_edgeopt.variants.registry import (
     VARIANTS,
     BuildContext,

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from run_docs import real_doc, with_metadata
 
 from pytest_edgeopt.runs import store
 from pytest_edgeopt.runs.store import RunNotFound, StoreWarning, list_runs, load_run, save_run
-from run_docs import real_doc, with_metadata
 
 T0 = dt.datetime(2026, 11, 23, 18, 45, 12, tzinfo=dt.timezone.utc)
 META = with_metadata(real_doc())["metadata"]

@@ -14,19 +14,20 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from pytest_edgeopt.variants.builder import Builder
-from pytest_edgeopt.variants.cache import VariantCache
 from pytest_edgeopt.model import ModelUnderTest
 from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
 from pytest_edgeopt.variants import tfenv
+from pytest_edgeopt.variants.builder import Builder
+from pytest_edgeopt.variants.cache import VariantCache
 from pytest_edgeopt.variants.registry import (
     VARIANTS,
     BuildContext,

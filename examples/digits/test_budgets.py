@@ -5,6 +5,7 @@ Run:  pytest examples/digits --edgeopt-json=edgeopt-results.json
 
 import pytest
 
+
 # Post-training float16: half the size, no accuracy lost.
 @pytest.mark.edgeopt_variants("float16")
 @pytest.mark.cpu

@@ -36,9 +36,10 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 try:  # Python 3.11+
     import tomllib

@@ -10,8 +10,9 @@ budget, the fp32 baseline, the variant and the target::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_edgeopt.measurement import Measurement
@@ -25,7 +26,7 @@ class BudgetError(ValueError):
 class BudgetExceeded(AssertionError):
     """One or more budgets were missed; ``violations`` holds them."""
 
-    def __init__(self, violations: list["Violation"]):
+    def __init__(self, violations: list[Violation]):
         self.violations = violations
         super().__init__("\n".join(v.message for v in violations))
 
@@ -54,9 +55,9 @@ class Rule:
     keyword: str
     bound: str
     what: str
-    measure: Callable[["Measurement", Mapping[str, Any]], float | None]
+    measure: Callable[[Measurement, Mapping[str, Any]], float | None]
     validate: Callable[[Any], str | None]
-    explain: Callable[["Measurement", Mapping[str, Any]], str]
+    explain: Callable[[Measurement, Mapping[str, Any]], str]
     fmt: Callable[[float], str] = lambda v: f"{v:.3f}"
     needs_accuracy: bool = False
 
@@ -89,7 +90,7 @@ def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "True or False"
 
 
-def _delegation(m: "Measurement", b: Mapping[str, Any]) -> float:
+def _delegation(m: Measurement, b: Mapping[str, Any]) -> float:
     if m.delegation is None:
         raise BudgetError(f"{m.variant} on {m.where}: require_full_delegation applies to the android_gpu target, "
                           "which reports GPU delegation; this target reports none")
@@ -97,21 +98,21 @@ def _delegation(m: "Measurement", b: Mapping[str, Any]) -> float:
     return 1.0 if m.delegation == "full" or not b["require_full_delegation"] else 0.0
 
 
-def _delegation_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
+def _delegation_explain(m: Measurement, b: Mapping[str, Any]) -> str:
     kernels = m.observation.extras.get("delegate_kernels")
     how = {"partial": f"the graph is partially delegated ({kernels} delegate kernels)",
            "none": "the GPU delegate executes none of the graph"}
     return how.get(m.delegation or "", f"delegation is {m.delegation!r}")
 
 
-def _edgetpu_fraction(m: "Measurement", b: Mapping[str, Any]) -> float:
+def _edgetpu_fraction(m: Measurement, b: Mapping[str, Any]) -> float:
     f = m.edgetpu_op_fraction
     if f is None:
         raise BudgetError(f"{m.variant} on {m.where}: min_edgetpu_op_fraction needs the variant's .tflite")
     return f
 
 
-def _edgetpu_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
+def _edgetpu_explain(m: Measurement, b: Mapping[str, Any]) -> str:
     analysis = m.observation.extras.get("edgetpu_analysis")
     if analysis and analysis.get("summary"):
         return str(analysis["summary"])
@@ -123,16 +124,16 @@ def _edgetpu_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
     return "; ".join([report.summary, *report.reasons[:3]])
 
 
-def _pct(m: "Measurement", b: Mapping[str, Any]) -> float:
+def _pct(m: Measurement, b: Mapping[str, Any]) -> float:
     return float(b.get("latency_percentile", 50))
 
 
-def _base(m: "Measurement") -> str:
+def _base(m: Measurement) -> str:
     """``fp32``, or ``fp32 on cpu`` when the baseline ran on another target."""
     return "fp32" if m.baseline.target == m.target else f"fp32 on {m.baseline.target}"
 
 
-def _acc_explain(m: "Measurement", b: Mapping[str, Any]) -> str:
+def _acc_explain(m: Measurement, b: Mapping[str, Any]) -> str:
     base, this = m.baseline.accuracy, m.observation.accuracy
     assert base is not None and this is not None
     return f"{_base(m)} {base.value:.3f} -> {m.variant} {this.value:.3f} on {this.samples} samples"
@@ -198,7 +199,7 @@ def validate(budgets: Mapping[str, Any], where: str = "budget") -> dict[str, Any
     return dict(budgets)
 
 
-def violations(m: "Measurement", budgets: Mapping[str, Any]) -> list[Violation]:
+def violations(m: Measurement, budgets: Mapping[str, Any]) -> list[Violation]:
     """Every budget ``m`` misses (empty when all are met)."""
     budgets = validate(budgets, f"{m.variant} on {m.where}")
     found: list[Violation] = []

@@ -21,8 +21,9 @@ Plain Python (no pytest).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pytest_edgeopt.targets.base import Target, TargetError, TargetUnavailable
 

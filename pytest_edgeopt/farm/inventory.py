@@ -39,9 +39,10 @@ Plain Python (no pytest).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 try:  # Python 3.11+
     import tomllib
@@ -296,8 +297,8 @@ def android_devices(inventory: Inventory, *, timeout_s: float = 30.0) -> Discove
     Each device's ``details`` carry its entry's ``benchmark_model``, ``affinity`` and
     ``threads`` besides what :func:`~pytest_edgeopt.targets.android.discovery.discover_android` reads.
     """
-    from pytest_edgeopt.targets.android.server import default_adb_address
     from pytest_edgeopt.targets.android.discovery import discover_android
+    from pytest_edgeopt.targets.android.server import default_adb_address
     from pytest_edgeopt.targets.android.validation import sanitize_label
 
     if not inventory.android:

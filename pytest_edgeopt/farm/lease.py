@@ -25,8 +25,9 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pytest_edgeopt.targets.base import Device, TargetUnavailable
 

@@ -16,7 +16,8 @@ import base64
 import html
 import io
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from pytest_edgeopt.labels import where as where_label
 

@@ -19,8 +19,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pytest_edgeopt.labels import where
 from pytest_edgeopt.options import tolerance_arg

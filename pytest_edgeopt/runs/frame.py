@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import importlib.util
 import io
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

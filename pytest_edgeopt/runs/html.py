@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pytest_edgeopt.atomic import atomic_write_bytes
 from pytest_edgeopt.labels import where as where_label

@@ -9,8 +9,9 @@ session records (see :mod:`pytest_edgeopt.runs.rows`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from pytest_edgeopt.labels import where
 from pytest_edgeopt.runs.rows import merge

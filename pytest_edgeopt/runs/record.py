@@ -26,8 +26,9 @@ The ``target/device`` label every table and message uses is :func:`where`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from pytest_edgeopt.labels import where
 

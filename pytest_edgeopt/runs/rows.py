@@ -12,7 +12,8 @@ show :func:`merge`'s rows, so they show the same figures.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pytest_edgeopt.variants.registry import VARIANTS
 

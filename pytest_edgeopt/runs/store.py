@@ -31,10 +31,11 @@ import subprocess
 import sys
 import warnings
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from importlib import metadata as _metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from filelock import FileLock
 

@@ -4,7 +4,8 @@ and their rows are described in :mod:`pytest_edgeopt.runs.rows`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pytest_edgeopt.labels import where as where_label
 from pytest_edgeopt.runs.rows import merge, row_key, totals

@@ -8,8 +8,9 @@ import datetime as _dt
 import functools
 import platform
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from pytest_edgeopt.atomic import atomic_write_json
 from pytest_edgeopt.runs.recommend import recommend

@@ -11,9 +11,10 @@ Everything here is plain Python: no pytest, no tensorflow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -74,7 +75,7 @@ class Device:
         return {"kind": self.kind, "id": self.id, "label": self.label, "details": dict(self.details)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Device":
+    def from_dict(cls, d: Mapping[str, Any]) -> Device:
         return cls(kind=d["kind"], id=d["id"], label=d.get("label"), details=dict(d.get("details") or {}))
 
 

@@ -25,9 +25,10 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pytest_edgeopt.atomic import atomic_write_bytes, atomic_write_json
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class TensorStats:
         self.max_abs = 0.0
 
     @classmethod
-    def of(cls, a: np.ndarray) -> "TensorStats":
+    def of(cls, a: np.ndarray) -> TensorStats:
         s = cls()
         s.add(a)
         return s

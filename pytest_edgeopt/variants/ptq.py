@@ -13,8 +13,9 @@ debugger; :mod:`pytest_edgeopt.variants.quant_debug` says which nodes).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -279,7 +280,7 @@ def quantization_debugger(converter: Any, variant: str, mode: str,
     ``float_nodes`` are passed as ``denylisted_nodes``; ``int8_full`` sets
     ``fully_quantize`` (int8 input and output). Raises :class:`VariantBuildError`.
     """
-    from pytest_edgeopt.variants.tfenv import root_cause, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import import_tf, native_output_captured, quiet_warnings, root_cause
 
     tf = import_tf()
     options = tf.lite.experimental.QuantizationDebugOptions(
@@ -333,7 +334,7 @@ def convert_selective(converter: Any, ctx: BuildContext, mode: str, float_nodes:
     the model is no longer integer-only. Raises :class:`VariantBuildError` naming any node
     that is not a quantized node of the model (the quantizer would ignore it silently).
     """
-    from pytest_edgeopt.variants.tfenv import root_cause, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import import_tf, native_output_captured, quiet_warnings, root_cause
 
     tf = import_tf()
     nodes = normalize_float_nodes(float_nodes)

@@ -50,18 +50,19 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from pytest_edgeopt.model import ModelError, ModelUnderTest, score
 from pytest_edgeopt.variants.debug_graph import (
     LOST_CHANNEL,  # noqa: F401 (re-exported: rows count channels past it as lost)
-    QuantDebugError,
     DebugGraph,
     DirectGraph,
+    QuantDebugError,
     TensorStats,
     channel_nsr,
     debug_interpreter,
@@ -349,7 +350,7 @@ def _fp32(ctx: BuildContext, cache: list[bytes]) -> bytes:
 
 def _numeric_verify(ctx: BuildContext, run: _Budget, measure: bool) -> dict[str, Any]:
     from pytest_edgeopt.variants import ptq
-    from pytest_edgeopt.variants.tfenv import root_cause, import_tf, native_output_captured, quiet_warnings
+    from pytest_edgeopt.variants.tfenv import import_tf, native_output_captured, quiet_warnings, root_cause
 
     mode = ctx.spec.name
     kept = ptq.normalize_float_nodes(ctx.options.get("float_nodes"))

@@ -7,15 +7,16 @@ imported only when a variant has to be built (they import tensorflow).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pytest_edgeopt.names import VARIANT_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pytest_edgeopt.variants.cache import VariantCache
     from pytest_edgeopt.model import ModelUnderTest
+    from pytest_edgeopt.variants.cache import VariantCache
 
 #: Knobs and their defaults. A model's ``options`` and a test's
 #: ``@pytest.mark.edgeopt_options(...)`` override them; only the knobs a variant lists
@@ -97,7 +98,7 @@ class VariantSpec:
     trains: bool = False
     phases: int = 0
 
-    def build_function(self) -> Callable[["BuildContext"], bytes]:
+    def build_function(self) -> Callable[[BuildContext], bytes]:
         module, func = self.builder.split(":")
         function: Callable[[BuildContext], bytes] = getattr(importlib.import_module(module, __package__), func)
         return function

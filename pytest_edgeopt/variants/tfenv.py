@@ -27,8 +27,9 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Iterator, MutableMapping
+from typing import Any
 
 from pytest_edgeopt.model import ModelSource
 from pytest_edgeopt.variants.registry import VariantBuildError, VariantUnavailable

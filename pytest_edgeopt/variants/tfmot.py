@@ -27,12 +27,12 @@ fine-tuning itself (loss, seed, fit) is :mod:`pytest_edgeopt.variants.finetune`.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from pytest_edgeopt.versions import tool_versions
 from pytest_edgeopt.variants.cache import key_of
 from pytest_edgeopt.variants.finetune import finetune, loss_for, seeded, steps
 from pytest_edgeopt.variants.registry import BuildContext, VariantBuildError
@@ -48,6 +48,7 @@ from pytest_edgeopt.variants.wrapping import (
     partial_plan,
     wrap,
 )
+from pytest_edgeopt.versions import tool_versions
 
 _TRAIN_KNOBS = ("finetune_epochs", "learning_rate", "batch_size", "loss", "seed")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import re
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from pytest_edgeopt.variants.registry import BuildContext, VariantBuildError, VariantUnavailable
 
@@ -185,7 +186,8 @@ TRANSFORMED = frozenset({"SeparableConv1D", "SeparableConv2D", "BatchNormalizati
 def _support_check(tool: str) -> Callable[[Any], bool]:
     if tool == "quantize":
         from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-            default_8bit_quantize_registry as reg)
+            default_8bit_quantize_registry as reg,
+        )
 
         registry = reg.Default8BitQuantizeRegistry()
         return lambda layer: (registry.supports(layer)

@@ -88,7 +88,7 @@ def _build(out_dir: Path) -> None:  # pragma: no cover - runs in the child proce
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
 
-    def cnn(leaky: bool = False) -> "keras.Model":
+    def cnn(leaky: bool = False) -> keras.Model:
         layers = [
             keras.layers.Input((8, 8, 1), name="x"),
             keras.layers.Conv2D(8, 3, padding="same", activation=None if leaky else "relu"),
@@ -104,7 +104,7 @@ def _build(out_dir: Path) -> None:  # pragma: no cover - runs in the child proce
         ]
         return keras.Sequential(layers)
 
-    def dyn_reshape() -> "keras.Model":
+    def dyn_reshape() -> keras.Model:
         # Reshape with a None batch: the converter computes the new shape at run time
         # (SHAPE -> STRIDED_SLICE -> PACK), the pattern behind the compiler's
         # "dynamic-sized tensors" error.

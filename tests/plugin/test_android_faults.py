@@ -6,8 +6,8 @@ eval data (latency only): fewer benchmark_model runs, the same faults."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from test_android_plugin import project  # noqa: F401  (a fixture: the same pytester project)

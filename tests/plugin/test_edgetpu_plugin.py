@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-
 CONFTEST = """
 import pytest
 from fixtures.digits import digits_data, representative_batches

@@ -39,10 +39,10 @@ next unmappable op on runs on the CPU. The report gives both fractions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
+from typing import Any
 
 from pytest_edgeopt.targets.base import ModelIncompatible
 from pytest_edgeopt.targets.edgetpu.flatbuffer import Graph, read_model

@@ -58,14 +58,15 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from filelock import FileLock
 
-from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible, analyze
 from pytest_edgeopt.targets.base import TargetError
+from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible, analyze
 
 COMPILER_NAME = "edgetpu_compiler"
 
@@ -220,7 +221,7 @@ class CompileLog:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CompileLog":
+    def from_dict(cls, d: Mapping[str, Any]) -> CompileLog:
         return cls(
             compiler_version=d.get("compiler_version"),
             compile_ms=d.get("compile_ms"),

@@ -5,8 +5,9 @@ is ``op``, ``dtype``, ``rank``, ``shape`` or ``limit``. Source: Coral's "Support
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -22,17 +22,26 @@ from __future__ import annotations
 import ctypes
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from pytest_edgeopt.targets.base import (
+    Device,
+    Discovery,
+    LatencyResult,
+    LatencySettings,
+    TargetError,
+    TargetUnavailable,
+    VariantBroken,
+)
 from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible, EdgeTpuReport, analyze
 from pytest_edgeopt.targets.edgetpu.compiler import INSTALL_HINT, CompileCache, CompileLog, find_compiler
-from pytest_edgeopt.timing import time_invokes
 from pytest_edgeopt.tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
-from pytest_edgeopt.targets.base import Device, Discovery, LatencyResult, LatencySettings, TargetError, TargetUnavailable, VariantBroken
+from pytest_edgeopt.timing import time_invokes
 
 __all__ = [
     "DEFAULT_LIBRARY",
