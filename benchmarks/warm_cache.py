@@ -30,10 +30,12 @@ print("EDGEOPT_BENCH=" + json.dumps({"code": int(code),
 '''
 
 
-def run_suite(cache: Path, out: Path) -> dict:
+def run_suite(cache: Path, out: Path, env: dict[str, str] | None = None) -> dict:
+    """One run of the example suite over ``cache`` (a child process): its EDGEOPT_BENCH line
+    (exit code, whether tensorflow was imported), the JSON's totals, wall and CPU seconds."""
     child = run_child([sys.executable, "-c", RUNNER, "examples/digits", "-q", "-p", "no:cacheprovider",
-                       f"--edgeopt-cache-dir={cache}", f"--edgeopt-json={out}"], cwd=ROOT, env=python_env(),
-                      check=False)
+                       f"--edgeopt-cache-dir={cache}", f"--edgeopt-json={out}"], cwd=ROOT,
+                      env={**python_env(), **(env or {})}, check=False)
     line = next((ln for ln in child.stdout.splitlines() if ln.startswith("EDGEOPT_BENCH=")), None)
     if line is None or not out.exists():
         raise SystemExit(f"the example suite did not finish (exit {child.returncode}):\n{child.stdout[-3000:]}\n"

@@ -20,32 +20,17 @@ same cache again: every variant from the cache) through workers and in-process. 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
 
-from sidebyside import ROOT, Ratio, header, python_env, run_child, say
+import warm_cache
+from sidebyside import Ratio, header, say
 
 TARGET = 1.05
 
-RUNNER = '''import json, sys, pytest
-code = pytest.main(sys.argv[1:])
-print("EDGEOPT_BENCH=" + json.dumps({"code": int(code), "tensorflow": "tensorflow" in sys.modules}))
-'''
-
-
 def run_suite(cache: Path, out: Path, in_process: bool) -> dict:
-    env = {**python_env(), "EDGEOPT_IN_PROCESS": "1" if in_process else "0"}
-    child = run_child([sys.executable, "-c", RUNNER, "examples/digits", "-q", "-p", "no:cacheprovider",
-                       f"--edgeopt-cache-dir={cache}", f"--edgeopt-json={out}"], cwd=ROOT, env=env, check=False)
-    line = next((ln for ln in child.stdout.splitlines() if ln.startswith("EDGEOPT_BENCH=")), None)
-    if line is None or not out.exists():
-        raise SystemExit(f"the example suite did not finish (exit {child.returncode}):\n{child.stdout[-3000:]}\n"
-                         f"{child.stderr[-3000:]}")
-    info = json.loads(line.removeprefix("EDGEOPT_BENCH="))
-    totals = json.loads(out.read_text())["totals"]
-    return {**info, **totals, "wall_s": child.wall_s, "cpu_s": child.cpu_s}
+    """The example suite through a worker process, or in the pytest process (``EDGEOPT_IN_PROCESS``)."""
+    return warm_cache.run_suite(cache, out, {"EDGEOPT_IN_PROCESS": "1" if in_process else "0"})
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ leaves the source model's, found the way TensorFlow's quantization debugger comp
 layers: Keras layer outputs against the ``.tflite``'s intermediate tensors
 (``experimental_preserve_all_tensors``).
 
-The source model runs in the worker process (:class:`pytest_edgeopt.workers.requests.FidelityRequest`);
+The source model runs in the worker process (:class:`pytest_edgeopt.workers.portable.FidelityRequest`);
 the figures are kept in the variant cache (payload :data:`PAYLOAD`) keyed by the fp32
 variant's key, the eval data and the tool versions, so a warm run imports no TensorFlow.
 Importing this module does not import TensorFlow either.
@@ -25,13 +25,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pytest_edgeopt.targets.base import TargetError, VariantBroken
+from pytest_edgeopt.workers.stage import stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_edgeopt.workers.portable import PortableModel
+    from pytest_edgeopt.workers.serve import WorkerState
 
 #: Payload file name of a fidelity entry in :class:`~pytest_edgeopt.variants.cache.VariantCache`.
 PAYLOAD = "fidelity.json"
@@ -456,3 +461,31 @@ def to_json(fidelity: Fidelity) -> bytes:
 
 def from_json(data: bytes) -> Fidelity:
     return Fidelity.from_dict(json.loads(data))
+
+
+# -- the request a worker process runs (pytest_edgeopt.workers) --------------------------------
+@dataclass(frozen=True, slots=True)
+class FidelityRequest:
+    """Run the source model of ``model`` (the worker's copy of ``token``) and the fp32
+    ``.tflite`` at ``tflite`` on ``inputs`` (float32, batch axis first), and look for the
+    first divergent op beyond ``max_diff_rel`` (:func:`pytest_edgeopt.fidelity.run_source`).
+    ``stateful``: the ``stateful`` knob (``None``: decide from the model)."""
+
+    token: str
+    model: PortableModel | None
+    tflite: Path
+    inputs: np.ndarray
+    stateful: bool | None
+    max_diff_rel: float
+
+    def for_worker(self, known: set[str]) -> FidelityRequest:
+        if self.token in known:
+            return replace(self, model=None)
+        known.add(self.token)
+        return self
+
+    def run(self, worker: WorkerState) -> SourceRun:
+        stage("load")
+        mut = worker.model(self.token, self.model)
+        return run_source(mut.source, self.inputs, self.tflite, self.stateful, self.max_diff_rel,
+                          worker.memo, mut.fingerprint)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_edgeopt.options import CORE_OPTIONS, add_options, by_dest, resolve
+from pytest_edgeopt.outcomes import BROKEN, RECORD, broken, fail, keep_details, skip, unavailable
 from pytest_edgeopt.plugin_session import plugin_session
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,11 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # Per-item state: the item's measurement, its record (variant, target, device, model,
 # built) and the builder's clock when its setup began.
 MEASUREMENT = pytest.StashKey["Measurement"]()
-RECORD = pytest.StashKey[dict[str, Any]]()
 BUILD_START = pytest.StashKey[float]()
-#: Why the item's variant is broken (it failed to build, crashed, gave NaN): raised in the
-#: call phase, so pytest reports a FAIL of the test, not an ERROR of its setup.
-BROKEN = pytest.StashKey[str]()
 
 MARKERS = (
     "edgeopt_variants(*names): the variants to parametrize over (default: every variant; unsupported ones skip with the reason)",
@@ -145,43 +142,6 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return collect_file(file_path, parent)  # type: ignore[no-any-return]
 
 
-# -- outcomes ---------------------------------------------------------------------------------
-def _fail(message: str) -> NoReturn:
-    """Fail the item with ``message`` alone: no traceback, and no "during handling of the
-    above exception" chain when called inside an ``except`` block."""
-    __tracebackhide__ = True
-    raise pytest.fail.Exception(message, pytrace=False) from None
-
-
-def _skip(message: str) -> NoReturn:
-    __tracebackhide__ = True
-    raise pytest.skip.Exception(message) from None
-
-
-def _broken(request: pytest.FixtureRequest, message: str) -> Any:
-    """The variant is broken, a property of the model: remember why and let setup finish, so
-    the item FAILs in its call phase (:func:`pytest_runtest_call`) without running its body.
-    ERROR stays for faults of the harness or the machine (a device that went offline)."""
-    request.node.stash.setdefault(BROKEN, message)
-    return None
-
-
-def _keep_details(request: pytest.FixtureRequest, exc: BaseException) -> None:
-    """The tool's full text (traceback, MLIR dump, what TensorFlow printed) goes to the item's
-    record (JSON, saved run); the terminal gets the root cause only."""
-    details = getattr(exc, "details", None)
-    if details:
-        request.node.stash[RECORD]["details"] = str(details)
-
-
-def _unavailable(message: str, required: bool) -> NoReturn:
-    """A target that cannot run: skip, or fail when the run requires it."""
-    __tracebackhide__ = True
-    if required:
-        _fail(message + " (required by --edgeopt-require)")
-    _skip(message)
-
-
 # -- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def edgeopt_model() -> ModelUnderTest:
@@ -213,7 +173,7 @@ def edgeopt_case(request: pytest.FixtureRequest) -> Case | None:
         }
         request.node.stash[BUILD_START] = session.edge.builder.seconds
     if case is not None and case.target and (case.device is None or case.missing):
-        _unavailable(f"{case.target}: {case.missing}", case.target in session.settings.require)
+        unavailable(f"{case.target}: {case.missing}", case.target in session.settings.require)
     return case
 
 
@@ -255,13 +215,13 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
     try:
         built = plugin_session(request.config).edge.build(mut, edgeopt_case.variant, _test_options(request))
     except VariantUnavailable as exc:
-        _keep_details(request, exc)
-        _skip(f"{edgeopt_case.variant}: {exc}")
+        keep_details(request, exc)
+        skip(f"{edgeopt_case.variant}: {exc}")
     except VariantBuildError as exc:
-        _keep_details(request, exc)
-        return _broken(request, f"{mut.name} {edgeopt_case.variant}: {exc}")  # type: ignore[no-any-return]
+        keep_details(request, exc)
+        return broken(request, f"{mut.name} {edgeopt_case.variant}: {exc}")  # type: ignore[no-any-return]
     except ModelError as exc:  # the test's own set-up (its edgeopt_model) is wrong
-        _fail(f"{mut.name} {edgeopt_case.variant}: {exc}")
+        fail(f"{mut.name} {edgeopt_case.variant}: {exc}")
     request.node.stash[RECORD]["built"] = {
         "size_bytes": built.size_bytes, "compressed_size_bytes": built.compressed_size_bytes,
         "from_cache": built.from_cache, "build_seconds": built.build_seconds, "recipe": dict(built.recipe),
@@ -289,15 +249,15 @@ def measurement(request: pytest.FixtureRequest, edgeopt_case: Case | None,
         target = edge.target(case.target, case.device)
         m = edge.measure(mut, optimized_model, target)
     except ModelIncompatible as exc:  # the variant's fault, not a missing device: never "required"
-        _skip(f"{case.variant} on {case.target}: {exc}")
+        skip(f"{case.variant} on {case.target}: {exc}")
     except TargetUnavailable as exc:
-        _unavailable(f"{case.variant} on {case.target}: {exc}", required)
+        unavailable(f"{case.variant} on {case.target}: {exc}", required)
     except (VariantBroken, VariantBuildError) as exc:
-        return _broken(request, f"{mut.name} {case.variant} on {case.target}: {exc}")  # type: ignore[no-any-return]
+        return broken(request, f"{mut.name} {case.variant} on {case.target}: {exc}")  # type: ignore[no-any-return]
     except VariantUnavailable as exc:
-        return _broken(request, f"{mut.name}: the fp32 baseline cannot be built: {exc}")  # type: ignore[no-any-return]
+        return broken(request, f"{mut.name}: the fp32 baseline cannot be built: {exc}")  # type: ignore[no-any-return]
     except (TargetError, ModelError) as exc:
-        _fail(f"{mut.name} {case.variant} on {case.target}: {exc}")
+        fail(f"{mut.name} {case.variant} on {case.target}: {exc}")
     request.node.stash[MEASUREMENT] = m
     # JUnit XML properties, for CI dashboards that read them.
     d = m.summary()
@@ -320,9 +280,9 @@ def _edgeopt_budget_marker(request: pytest.FixtureRequest, edgeopt_case: Case | 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     __tracebackhide__ = True
-    broken = item.stash.get(BROKEN, None)
-    if broken is not None:  # the body is not run: it would only meet a missing variant
-        _fail(broken)
+    why = item.stash.get(BROKEN, None)
+    if why is not None:  # the body is not run: it would only meet a missing variant
+        fail(why)
     result = yield
     m = item.stash.get(MEASUREMENT, None)
     if m is not None:

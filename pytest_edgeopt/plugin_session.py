@@ -280,13 +280,16 @@ def progress(config: pytest.Config) -> Callable[[str], None]:
         capman = config.pluginmanager.get_plugin("capturemanager")
         ctx = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
         with ctx:
-            # Without -v, pytest writes a file's results on one line after its name. A line of
-            # ours ends that line; pytest would then print the file's name again before the
-            # next result, once per progress line. Keep its place, so results go on below.
-            keep = tr.currentfspath if config.get_verbosity() <= 0 else None
-            tr.ensure_newline()
-            tr.write_line(f"[edgeopt] {message}")
-            if keep is not None:
-                tr.currentfspath = keep
+            if config.get_verbosity() > 0:  # each result has its own line, which pytest starts again
+                tr.ensure_newline()
+                tr.write_line(f"[edgeopt] {message}")
+                return
+            # Without -v, pytest writes a file's results on one line after its name; ending that
+            # line the reporter's way (ensure_newline) makes it print the name again before the
+            # next result, once per progress line. Break the line ourselves: results go on below.
+            tw = config.get_terminal_writer()
+            if tw.width_of_current_line:
+                tw.line()
+            tw.line(f"[edgeopt] {message}")
 
     return say

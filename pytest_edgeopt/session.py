@@ -188,14 +188,14 @@ class EdgeoptSession:
     def _compare_source(self, mut: ModelUnderTest, fp32: BuiltVariant, x: Any, y: Any, stateful: bool | None,
                         tolerance: Tolerance, material: Mapping[str, Any]) -> tuple[bytes, Mapping[str, Any]]:
         from pytest_edgeopt.fidelity import SourceRun, output_difference, run_source
-        from pytest_edgeopt.workers.requests import NotPortable
+        from pytest_edgeopt.workers.portable import NotPortable
 
         self.progress(f"checking {mut.name}'s fp32 conversion against the source model")
         run: SourceRun | None = None
         try:
             if self.workers is not None:
+                from pytest_edgeopt.fidelity import FidelityRequest
                 from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
-                from pytest_edgeopt.workers.requests import FidelityRequest
 
                 try:
                     portable = self.builder.portable(mut)

@@ -21,7 +21,7 @@ from pytest_edgeopt.workers.pool import (
     activity,
     stderr_tail,
 )
-from pytest_edgeopt.workers.requests import NotPortable
+from pytest_edgeopt.workers.portable import NotPortable
 from tests.worker_helpers import Die, Echo, Hang, Modules, Raise, Talk, TalkSlowly
 
 

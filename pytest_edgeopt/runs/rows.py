@@ -46,7 +46,7 @@ def merge(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             key = row_key(base)
             if key not in rows:
                 rows[key] = {**base, "tests": 0, "failed": 0, "skipped": 0, "baseline_only": True,
-                             "measurement": {**m["baseline"], "derived": _baseline_derived(m["baseline"])}}
+                             "measurement": {**m["baseline"], "derived": _baseline_derived(m["baseline"], m.get("derived"))}}
     for r in records:
         key = row_key(r)
         row = rows.setdefault(key, {**r, "tests": 0, "failed": 0, "skipped": 0})
@@ -69,13 +69,17 @@ def merge(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _baseline_derived(b: Mapping[str, Any]) -> dict[str, Any]:
-    """The derived figures of an fp32 baseline against itself."""
+def _baseline_derived(b: Mapping[str, Any], variant: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The derived figures of an fp32 baseline against itself; with a ``variant``'s derived
+    figures, also its drop against the source model (the conversion check's metric)."""
     acc = b.get("accuracy")
     lat = b["latency"]
+    source = (variant or {}).get("source_metric")
     return {"size_bytes": b["size_bytes"], "compressed_size_bytes": b["compressed_size_bytes"], "size_reduction": 0.0,
             "p50_ms": lat["p50_ms"], "speedup": 1.0, "metric_name": acc and acc["metric"],
             "metric": acc and acc["value"], "accuracy_drop": 0.0 if acc else None,
+            "source_metric": source,
+            "source_accuracy_drop": None if source is None or not acc else source - acc["value"],
             "from_cache": b.get("from_cache"), "build_seconds": b.get("build_seconds", 0.0)}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from pytest_edgeopt.workers.stage import stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_edgeopt.workers.pool import WorkerPool
+    from pytest_edgeopt.workers.serve import WorkerState
 
 #: Eval samples per invoke when the model accepts a resized batch axis.
 EVAL_BATCH = 256
@@ -155,7 +157,6 @@ class CpuTarget:
         if self.workers is None:
             return measure_latency(model, settings)
         from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
-        from pytest_edgeopt.workers.requests import LatencyRequest
 
         result: LatencyResult = self.workers.call(LatencyRequest(Path(model).resolve(), settings),
                                                   timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
@@ -169,7 +170,6 @@ class CpuTarget:
         if self.workers is None:
             return run_predict(model, inputs, self.threads, sequence)
         from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
-        from pytest_edgeopt.workers.requests import PredictRequest
 
         outputs: list[np.ndarray] = self.workers.call(PredictRequest(Path(model).resolve(), inputs, self.threads, sequence),
                                                       timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
@@ -177,3 +177,31 @@ class CpuTarget:
 
     def close(self) -> None:
         pass
+
+
+# -- requests a worker process runs (pytest_edgeopt.workers) -----------------------------------
+@dataclass(frozen=True, slots=True)
+class LatencyRequest:
+    """Time the ``.tflite`` at ``path`` on the host CPU (the whole timed loop in the worker)."""
+
+    path: Path
+    settings: LatencySettings
+
+    def run(self, worker: WorkerState) -> LatencyResult:
+        return measure_latency(self.path, self.settings)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictRequest:
+    """Run ``inputs`` (float32, batch axis first) through the ``.tflite`` at ``path``
+    (``sequence``: in order, state carried; see :func:`pytest_edgeopt.targets.cpu.run_predict`)."""
+
+    path: Path
+    inputs: np.ndarray
+    threads: int
+    sequence: bool = False
+
+    def run(self, worker: WorkerState) -> Sequence[np.ndarray]:
+        return run_predict(self.path, self.inputs, self.threads, self.sequence)
+
+

@@ -34,10 +34,12 @@ from pytest_edgeopt.variants.registry import (
     unavailable_reason,
 )
 from pytest_edgeopt.versions import tool_versions
+from pytest_edgeopt.workers.stage import stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_edgeopt.workers.pool import WorkerPool
-    from pytest_edgeopt.workers.requests import BuildReply, PortableModel
+    from pytest_edgeopt.workers.portable import PortableModel
+    from pytest_edgeopt.workers.serve import WorkerState
 
 
 def gzip_size(data: bytes) -> int:
@@ -189,7 +191,7 @@ class Builder:
             if entry is not None:
                 return entry
         from pytest_edgeopt.workers.pool import BUILD_TIMEOUT_S, BuildCrashed, activity
-        from pytest_edgeopt.workers.requests import BuildRequest, NotPortable
+        from pytest_edgeopt.workers.portable import NotPortable
 
         try:
             portable = self._portable(mut, spec)
@@ -218,7 +220,7 @@ class Builder:
     def portable(self, mut: ModelUnderTest, needs: tuple[str, ...] = ()) -> PortableModel:
         """``mut`` as a worker receives it, with the data fields ``needs`` (the in-memory
         model pickled once per model). Raises NotPortable (build or check in-process)."""
-        from pytest_edgeopt.workers.requests import NotPortable, PortableModel, pickle_model
+        from pytest_edgeopt.workers.portable import NotPortable, PortableModel, pickle_model
 
         if id(mut) in self._not_portable:
             raise NotPortable(f"{mut.name} cannot be sent to a worker")
@@ -248,3 +250,61 @@ class Builder:
         # run does not recompress every variant.
         return data, {"material": material, "variant": name, "model": mut.name,
                       "compressed_size_bytes": gzip_size(data), "notes": dict(ctx.notes)}
+
+
+# -- the request a worker process runs (pytest_edgeopt.workers) --------------------------------
+@dataclass(frozen=True, slots=True)
+class BuildReply:
+    """The cache ``entry`` the worker built or found, and every variant it got on the way
+    (``nested``: the fp32 a quantized build starts from), for the parent's bookkeeping."""
+
+    entry: Entry
+    nested: tuple[BuiltVariant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    """Build the variant ``spec`` of ``model`` into the cache at ``cache_root`` under ``key``.
+
+    The worker builds with its own :class:`~pytest_edgeopt.variants.builder.Builder` over
+    the same store (its cross-process lock holds), started with the parent's tool
+    ``versions`` and cache creation time (``created``) so keys and ``--edgeopt-rebuild``
+    freshness agree. ``model`` is ``None`` when the worker already holds ``token``."""
+
+    token: str
+    model: PortableModel | None
+    spec: VariantSpec
+    options: Mapping[str, Any]
+    material: Mapping[str, Any]
+    key: str
+    cache_root: Path
+    rebuild: bool
+    created: float
+    versions: Mapping[str, str | None]
+
+    def for_worker(self, known: set[str]) -> BuildRequest:
+        if self.token in known:
+            return replace(self, model=None)
+        known.add(self.token)
+        return self
+
+    def run(self, worker: WorkerState) -> BuildReply:
+        stage("convert")
+        mut = worker.model(self.token, self.model)
+        builder = self._builder(worker)
+        before = {b.key for b in builder.variants_done()}
+        entry = builder.produce(mut, self.spec, self.options, self.material, self.key)
+        nested = tuple(b for b in builder.variants_done() if b.key not in before and b.key != self.key)
+        return BuildReply(entry, nested)
+
+    def _builder(self, worker: WorkerState) -> Builder:
+        """The worker's Builder over this cache, made once per worker (its in-process memo of
+        loaded models and fine-tuned intermediates is what reusing a worker buys)."""
+        key = ("builder", str(self.cache_root), self.rebuild)
+        if key not in worker.memo:
+            cache = VariantCache(self.cache_root, rebuild=self.rebuild)
+            cache._created = self.created  # the parent's: entries a sibling built this session are fresh
+            builder = Builder(cache, worker.progress)
+            builder._versions = dict(self.versions)
+            worker.memo[key] = builder
+        return worker.memo[key]  # type: ignore[no-any-return]

@@ -29,7 +29,7 @@ from typing import Any
 
 from pytest_edgeopt.targets.base import VariantBroken
 from pytest_edgeopt.variants.registry import VariantBuildError
-from pytest_edgeopt.workers.requests import NotPortable
+from pytest_edgeopt.workers.portable import NotPortable
 
 #: Seconds a build may take in a worker before it counts as hung (fine-tuning included).
 BUILD_TIMEOUT_S = 4 * 3600.0

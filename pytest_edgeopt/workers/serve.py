@@ -22,33 +22,28 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Mapping
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_edgeopt.workers.stage import set_reporter
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_edgeopt.model import ModelUnderTest
-    from pytest_edgeopt.variants.builder import Builder
-    from pytest_edgeopt.workers.requests import PortableModel
+    from pytest_edgeopt.workers.portable import PortableModel
 
 SELFTEST_ENV = "PYTEST_EDGEOPT_SELFTEST_CRASH"
 
 
 class WorkerState:
-    """What a worker keeps between requests: the models it was sent (by token), loaded
-    source models (``memo``: the fidelity check, :class:`~pytest_edgeopt.workers.requests.FidelityRequest`), and one
-    :class:`~pytest_edgeopt.variants.builder.Builder` per cache (its in-process memo of
-    loaded models and fine-tuned intermediates is what reusing a worker buys)."""
+    """What a worker keeps between requests: the models it was sent (by token), and ``memo``,
+    where requests keep what they load or make once per worker (the builder of a cache, the
+    fidelity check's source models)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.label = ""
         self._models: dict[str, ModelUnderTest] = {}
-        self._builders: dict[tuple[str, bool], Builder] = {}
-        #: Models loaded once per worker for requests other than builds (the fidelity check).
+        #: What requests keep between calls, by a key of their own.
         self.memo: dict[Any, Any] = {}
         self._crash = _selftest_crash(os.environ.get(SELFTEST_ENV, ""))
 
@@ -71,18 +66,6 @@ class WorkerState:
             self._models[token] = portable.restore()
         return self._models[token]
 
-    def builder(self, root: Path, rebuild: bool, created: float, versions: Mapping[str, str | None]) -> Builder:
-        key = (str(root), rebuild)
-        if key not in self._builders:
-            from pytest_edgeopt.variants.builder import Builder
-            from pytest_edgeopt.variants.cache import VariantCache
-
-            cache = VariantCache(root, rebuild=rebuild)
-            cache._created = created  # the parent's: entries a sibling built this session are fresh
-            builder = Builder(cache, self.progress)
-            builder._versions = dict(versions)
-            self._builders[key] = builder
-        return self._builders[key]
 
 
 def _selftest_crash(spec: str) -> tuple[str, str, str] | None:
@@ -131,7 +114,7 @@ def main(conn: Connection) -> None:
         try:
             message: Any = pickle.loads(raw)
         except Exception as exc:  # a class the worker cannot import, a model that cannot load here
-            from pytest_edgeopt.workers.requests import NotPortable
+            from pytest_edgeopt.workers.portable import NotPortable
 
             conn.send(("error", NotPortable(f"the worker cannot load the request ({type(exc).__name__}: {exc})")))
             continue

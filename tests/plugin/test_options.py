@@ -256,7 +256,7 @@ def test_a_run_without_edgeopt_items_loads_only_the_plugins_and_the_names(pytest
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES="))
     assert json.loads(line.removeprefix("MODULES=")) == [
-        "pytest_edgeopt", "pytest_edgeopt.hookspec", "pytest_edgeopt.names", "pytest_edgeopt.options",
+        "pytest_edgeopt", "pytest_edgeopt.hookspec", "pytest_edgeopt.names", "pytest_edgeopt.options", "pytest_edgeopt.outcomes",
         "pytest_edgeopt.plugin", "pytest_edgeopt.plugin_session", "pytest_edgeopt.targets",
         "pytest_edgeopt.targets.android", "pytest_edgeopt.targets.android.plugin", "pytest_edgeopt.targets.cpu_plugin",
         "pytest_edgeopt.targets.edgetpu", "pytest_edgeopt.targets.edgetpu.plugin"]
