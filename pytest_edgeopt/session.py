@@ -12,7 +12,19 @@ from typing import Any
 
 from pytest_edgeopt.farm.health import HealthMonitor
 from pytest_edgeopt.farm.lease import DeviceLeases
-from pytest_edgeopt.fidelity import PAYLOAD, Fidelity, FidelityError, Tolerance, from_json, has_state_ops, to_json
+from pytest_edgeopt.fidelity import (
+    PAYLOAD,
+    Fidelity,
+    FidelityError,
+    FidelityRequest,
+    SourceRun,
+    Tolerance,
+    from_json,
+    has_state_ops,
+    output_difference,
+    run_source,
+    to_json,
+)
 from pytest_edgeopt.measure import check_eval_shape, observe
 from pytest_edgeopt.measurement import Measurement
 from pytest_edgeopt.model import ModelError, ModelUnderTest, fingerprint_arrays, score
@@ -22,7 +34,7 @@ from pytest_edgeopt.targets.base import HOST, Device, ModelIncompatible, Target
 from pytest_edgeopt.variants.builder import Builder, BuiltVariant
 from pytest_edgeopt.variants.cache import VariantCache, key_of
 from pytest_edgeopt.variants.registry import BASELINE, resolve_options
-from pytest_edgeopt.workers.pool import WorkerPool, activity
+from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed, WorkerPool, activity
 
 #: Set to 1 to build and measure in the pytest process itself (no worker process): for
 #: comparing the cost of workers (benchmarks/workers.py) and for debugging a builder.
@@ -187,16 +199,12 @@ class EdgeoptSession:
 
     def _compare_source(self, mut: ModelUnderTest, fp32: BuiltVariant, x: Any, y: Any, stateful: bool | None,
                         tolerance: Tolerance, material: Mapping[str, Any]) -> tuple[bytes, Mapping[str, Any]]:
-        from pytest_edgeopt.fidelity import SourceRun, output_difference, run_source
         from pytest_edgeopt.workers.portable import NotPortable
 
         self.progress(f"checking {mut.name}'s fp32 conversion against the source model")
         run: SourceRun | None = None
         try:
             if self.workers is not None:
-                from pytest_edgeopt.fidelity import FidelityRequest
-                from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed
-
                 try:
                     portable = self.builder.portable(mut)
                     run = self.workers.call(
@@ -204,7 +212,7 @@ class EdgeoptSession:
                                         tolerance.max_diff_rel),
                         timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed)
                 except NotPortable:  # as the builder does: this model stays in this process
-                    self.builder._not_portable.add(id(mut))
+                    self.builder.mark_not_portable(mut)
                     run = None
             if run is None:
                 run = run_source(mut.source, x, fp32.path, stateful, tolerance.max_diff_rel,

@@ -194,7 +194,7 @@ class Builder:
         from pytest_edgeopt.workers.portable import NotPortable
 
         try:
-            portable = self._portable(mut, spec)
+            portable = self.portable(mut, spec.needs)
             request = BuildRequest(
                 token=portable.token, model=portable, spec=spec, options=dict(options), material=material,
                 key=key, cache_root=self.cache.root.resolve(), rebuild=self.cache.rebuild,
@@ -202,7 +202,7 @@ class Builder:
             label = activity.get() or f"{mut.name} {spec.name}"
             reply: BuildReply = self.workers.call(request, timeout_s=BUILD_TIMEOUT_S, crashed=BuildCrashed, label=label)
         except NotPortable as exc:
-            self._not_portable.add(id(mut))
+            self.mark_not_portable(mut)
             self.progress(f"building {mut.name} in this process: the model cannot be sent to a worker ({exc})")
             return self.produce(mut, spec, options, material, key)
         for nested in reply.nested:  # the fp32 a quantized build started from, built there
@@ -214,8 +214,9 @@ class Builder:
                     self.built += 1
         return reply.entry
 
-    def _portable(self, mut: ModelUnderTest, spec: VariantSpec) -> PortableModel:
-        return self.portable(mut, spec.needs)
+    def mark_not_portable(self, mut: ModelUnderTest) -> None:
+        """``mut`` cannot be sent to a worker: its builds (and checks) stay in this process."""
+        self._not_portable.add(id(mut))
 
     def portable(self, mut: ModelUnderTest, needs: tuple[str, ...] = ()) -> PortableModel:
         """``mut`` as a worker receives it, with the data fields ``needs`` (the in-memory
