@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from pytest_edgeopt.profile import Profile
+
 
 @dataclass(frozen=True, slots=True)
 class LatencyStats:
@@ -121,6 +123,7 @@ class Observation:
     from_cache: bool = False
     recipe: Mapping[str, Any] = field(default_factory=dict)
     extras: Mapping[str, Any] = field(default_factory=dict)
+    profile: Profile | None = None
 
     @property
     def device_label(self) -> str:
@@ -142,6 +145,7 @@ class Observation:
             "from_cache": self.from_cache,
             "recipe": dict(self.recipe),
             "extras": dict(self.extras),
+            "profile": self.profile.to_dict() if self.profile else None,
         }
 
     @classmethod
@@ -161,4 +165,5 @@ class Observation:
             from_cache=bool(d.get("from_cache", False)),
             recipe=dict(d.get("recipe") or {}),
             extras=dict(d.get("extras") or {}),
+            profile=Profile.from_dict(d["profile"]) if d.get("profile") else None,
         )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from pytest_edgeopt.labels import where
+from pytest_edgeopt.profile import Profile
 
 #: Version of the run document (``--edgeopt-json``, saved runs). Documents of versions
 #: ``OLDEST_SCHEMA..SCHEMA_VERSION`` are read.
@@ -154,7 +155,8 @@ class AccuracyRecord:
 
 #: Keys of an observation's dict (see :class:`ObservationRecord`), in the order written.
 _OBSERVATION_KEYS = ("model", "variant", "target", "device", "size_bytes", "compressed_size_bytes", "latency",
-                     "accuracy", "init_ms", "first_inference_ms", "build_seconds", "from_cache", "recipe", "extras")
+                     "accuracy", "init_ms", "first_inference_ms", "build_seconds", "from_cache", "recipe", "extras",
+                     "profile")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,8 @@ class ObservationRecord:
     from_cache: bool | None = None
     recipe: Mapping[str, Any] = field(default_factory=dict)
     extras: Mapping[str, Any] = field(default_factory=dict)
+    #: Warm-up, memory, placement and per-op figures (:class:`pytest_edgeopt.profile.Profile`).
+    profile: Profile | None = None
     unknown: Mapping[str, Any] = field(default_factory=dict)
     #: Keys the source dict had (``None``: all), so a hand-made or partial dict round-trips.
     present: frozenset[str] | None = None
@@ -202,7 +206,8 @@ class ObservationRecord:
                   "latency": _opt(LatencyRecord.to_dict, self.latency),
                   "accuracy": _opt(AccuracyRecord.to_dict, self.accuracy), "init_ms": self.init_ms,
                   "first_inference_ms": self.first_inference_ms, "build_seconds": self.build_seconds,
-                  "from_cache": self.from_cache, "recipe": dict(self.recipe), "extras": dict(self.extras)}
+                  "from_cache": self.from_cache, "recipe": dict(self.recipe), "extras": dict(self.extras),
+                  "profile": _opt(Profile.to_dict, self.profile)}
         return _emit(values, self.present, self.unknown)
 
     @classmethod
@@ -217,6 +222,7 @@ class ObservationRecord:
             init_ms=d.get("init_ms"), first_inference_ms=d.get("first_inference_ms"),
             build_seconds=d.get("build_seconds"), from_cache=d.get("from_cache"),
             recipe=dict(d.get("recipe") or {}), extras=dict(d.get("extras") or {}),
+            profile=_opt(Profile.from_dict, d.get("profile")),
             unknown={k: v for k, v in d.items() if k not in _OBSERVATION_KEYS and k not in set(also)},
             present=None if all(k in d for k in _OBSERVATION_KEYS) else frozenset(d),
         )
