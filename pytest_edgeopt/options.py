@@ -109,6 +109,11 @@ def validated(module: str, name: str) -> Converter:
 tolerance_arg = validated("pytest_edgeopt.runs.tolerance", "parse_tolerance")
 #: ``--edgeopt-save``: a name a saved run can have.
 run_name_arg = validated("pytest_edgeopt.runs.store", "validate_name")
+#: ``--edgeopt-cache-dir`` / ``--edgeopt-storage``: a directory, or a URL whose backend is installed.
+location_arg = validated("pytest_edgeopt.storage.location", "check_location")
+#: ``--edgeopt-shard``: ``I/N`` -> a ``Shard``; ``--edgeopt-run-id``: an id parts of a run share.
+shard_arg = validated("pytest_edgeopt.storage.shards", "parse_shard")
+run_id_arg = validated("pytest_edgeopt.storage.shards", "validate_run_id")
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -231,8 +236,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "Stop timing after this many samples even before --edgeopt-min-time (default 5000)",
            positive_int, 5000, "N"),
     Option("--edgeopt-cache-dir", "edgeopt_cache_dir",
-           "Where built variants are cached (default: .edgeopt/cache under the rootdir); cache it in CI",
-           metavar="DIR"),
+           "Where built variants are cached (default: .edgeopt/cache under the rootdir); cache it in CI. A URL "
+           "(s3://bucket/prefix, gs://..., file:///shared/dir) is a cache shared by runners, mirrored in "
+           ".edgeopt/cache (see docs/ci.md)", location_arg, metavar="DIR|URL"),
     Option("--edgeopt-json", "edgeopt_json",
            "Write every measurement of the session (with raw latency samples and budget outcomes) to this JSON file",
            metavar="PATH"),
@@ -272,8 +278,17 @@ CORE_OPTIONS: tuple[Option, ...] = (
            ini_help="Save every run under this name [ini twin of --edgeopt-save]"),
     Option("--edgeopt-autosave", "edgeopt_autosave", "Save this run (unnamed) in the storage directory",
            default=False, kind="flag", ini_help="Save every run [ini twin of --edgeopt-autosave]"),
-    Option("--edgeopt-storage", "edgeopt_storage", "Where saved runs live (default .edgeopt/runs under the rootdir)",
-           metavar="DIR", ini_help="Saved runs directory [ini twin of --edgeopt-storage]"),
+    Option("--edgeopt-storage", "edgeopt_storage",
+           "Where saved runs live (default .edgeopt/runs under the rootdir); a URL (s3://bucket/prefix, gs://..., "
+           "file://...) keeps a team's runs in one place", location_arg,
+           metavar="DIR|URL", ini_help="Saved runs directory or URL [ini twin of --edgeopt-storage]"),
+    Option("--edgeopt-shard", "edgeopt_shard",
+           "Run shard I of N (1-based, e.g. 2/4): this CI job takes its share of the inventory's devices and of "
+           "the variant builds, and saves its part of the run under --edgeopt-run-id", shard_arg, metavar="I/N",
+           ini_help="Shard of the run [ini twin of --edgeopt-shard]"),
+    Option("--edgeopt-run-id", "edgeopt_run_id",
+           "The id the shards of one run share (default: $EDGEOPT_RUN_ID, $GITHUB_RUN_ID, $CI_PIPELINE_ID)",
+           run_id_arg, metavar="ID", ini_help="Run id of a sharded run [ini twin of --edgeopt-run-id]"),
     Option("--edgeopt-csv", "edgeopt_csv",
            "Export this session's measurements as CSV (.csv) or Parquet (.parquet, needs pyarrow)",
            metavar="PATH", ini_help="CSV export [ini twin of --edgeopt-csv]"),
@@ -282,7 +297,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            kind="optional", const="last", ini_help="Baseline run to compare with [ini twin of --edgeopt-compare]"),
     Option("--edgeopt-compare-fail", "edgeopt_compare_fail",
            "Fail on a regression beyond a tolerance (repeatable): latency:5%%, size:1%%, "
-           "compressed_size:1%%, accuracy:0.5pt", tolerance_arg, (),
+           "compressed_size:1%%, accuracy:0.5pt; faster:20%% (an accelerator row got that much faster), "
+           "placement:0ops (more ops off the accelerator; the default once any tolerance is given)",
+           tolerance_arg, (),
            "EXPR", kind="repeatable", ini_help="Regression tolerances [ini twin of --edgeopt-compare-fail]"),
     Option("--edgeopt-ab-budget", "edgeopt_ab_budget",
            "Seconds the gate's A/B re-measurements may take at the end of the session; rows left over keep "

@@ -35,7 +35,7 @@ SESSION = pytest.StashKey["PluginSession"]()
 _CORE = by_dest(CORE_OPTIONS)
 #: Options whose use means the session writes outputs at its end (besides the JSON).
 _OUTPUT_OPTIONS = ("edgeopt_save", "edgeopt_autosave", "edgeopt_csv", "edgeopt_compare", "edgeopt_compare_fail",
-                   "edgeopt_html")
+                   "edgeopt_html", "edgeopt_shard")
 
 
 def plugin_session(config: pytest.Config) -> PluginSession:
@@ -70,9 +70,11 @@ class PluginSession:
         self._recorder: Recorder | None = None
         self.discovered: dict[str, Discovery] = {}
         self.comparison: Any = None
-        self.saved: Path | None = None
+        self.saved: Path | str | None = None
         self._settings: Settings | None = None
         self._edge: EdgeoptSession | None = None
+        #: The remote cache's counters from each xdist worker (on the controller).
+        self._worker_remote: list[dict[str, Any]] = []
 
     # -- start-up ------------------------------------------------------------------------------
     def configure(self) -> None:
@@ -132,8 +134,18 @@ class PluginSession:
         def path(value: Any) -> Path | None:
             return None if not value else Path(config.invocation_params.dir, value)
 
-        storage = values["edgeopt_storage"]
+        storage: str | Path | None = values["edgeopt_storage"]
+        remote: str | None = None
+        if isinstance(storage, str) and "://" in storage:  # a shared history, read through a local mirror
+            from pytest_edgeopt.storage.history import MIRRORS
+            from pytest_edgeopt.storage.location import mirror_dir
+
+            remote = storage
+            storage = mirror_dir(config.rootpath / MIRRORS, remote)
+        shard = values["edgeopt_shard"]
         return OutputSettings(
+            remote=remote, shard=(shard.index, shard.count) if shard else None,
+            run_id=values["edgeopt_run_id"] or _env_run_id() if shard else None,
             storage=Path(config.rootpath, storage) if storage else config.rootpath / ".edgeopt" / "runs",
             save=values["edgeopt_save"], autosave=bool(values["edgeopt_autosave"]), csv=path(values["edgeopt_csv"]),
             html=path(values["edgeopt_html"]), compare=values["edgeopt_compare"],
@@ -193,6 +205,19 @@ class PluginSession:
         return self.discovered[target]
 
     # -- hooks (this object is registered as a plugin) -----------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """``--edgeopt-shard=I/N``: keep this shard's items (:mod:`pytest_edgeopt.storage.shards`)."""
+        shard = resolve(config, _CORE["edgeopt_shard"])
+        if shard is None:
+            return
+        from pytest_edgeopt.storage.shards import select
+
+        mine, others = select(items, shard, self.farm, self.targets.device_kinds())
+        if others:
+            config.hook.pytest_deselected(items=others)
+            items[:] = mine
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Records reach this process with the reports (on the xdist controller, the
         workers' reports bring theirs)."""
@@ -200,9 +225,21 @@ class PluginSession:
         if record is not None:
             self.recorder.add(record)
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """A shared variant cache (``--edgeopt-cache-dir=s3://...``): start opening its store
+        on a background thread now, so the first build's lookup finds it open
+        (:mod:`pytest_edgeopt.storage.opening`); not on the xdist controller, which builds nothing."""
+        cache = resolve(self.config, _CORE["edgeopt_cache_dir"])
+        if self.configured and isinstance(cache, str) and "://" in cache \
+                and not self.config.pluginmanager.has_plugin("dsession"):
+            from pytest_edgeopt.storage.opening import open_in_background
+
+            open_in_background(cache)
+
     @pytest.hookimpl(tryfirst=True)  # before --junitxml writes its file: the gate adds suite properties
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         try:
+            self._flush_remote()
             if self.configured and not is_xdist_worker():
                 self._finish(session)
         finally:
@@ -233,8 +270,52 @@ class PluginSession:
 
             write_html(self.outputs.html, doc, outputs.history(self.outputs))
 
+    def _remote_counters(self) -> dict[str, Any] | None:
+        cache = self._edge.builder.cache if self._edge is not None else None
+        if cache is None or cache.remote is None:
+            return None
+        return {"url": cache.remote.url, "stats": cache.remote.stats.to_dict(),
+                "hits_local": cache.hits_local, "built": cache.built}
+
+    def _flush_remote(self) -> None:
+        """Wait for the remote cache's background uploads; an xdist worker then sends its
+        counters to the controller (``workeroutput``, read in :meth:`pytest_testnodedown`)."""
+        cache = self._edge.builder.cache if self._edge is not None else None
+        if cache is None:
+            return
+        cache.flush()
+        counters = self._remote_counters()
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if counters is not None and workeroutput is not None:
+            workeroutput["edgeopt_remote"] = counters
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist, on the controller: a worker finished; keep its remote cache counters."""
+        counters = getattr(node, "workeroutput", {}).get("edgeopt_remote")
+        if counters is not None:
+            self._worker_remote.append(counters)
+
+    def _remote_line(self) -> str | None:
+        """The remote cache's summary line, summed over this process and the xdist workers."""
+        mine = self._remote_counters()
+        parts = [*self._worker_remote, *([mine] if mine is not None else [])]
+        if not parts:
+            return None
+        from pytest_edgeopt.storage.remote_cache import TransferStats, summary_line
+
+        stats = TransferStats()
+        for part in parts:
+            stats.add(part["stats"])
+        return summary_line(parts[0]["url"], stats, sum(p["hits_local"] for p in parts), sum(p["built"] for p in parts))
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if is_xdist_worker() or not self.records:
+        if is_xdist_worker():
+            return
+        remote_line = self._remote_line()
+        if remote_line is not None:
+            terminalreporter.write_line(remote_line)
+        if not self.records:
             return
         from pytest_edgeopt.runs import terminal as report
         from pytest_edgeopt.runs.recommend import recommendation_lines
@@ -263,6 +344,12 @@ def _section(tr: Any, title: str, lines: list[str], **markup: bool) -> None:
         tr.section(title, **markup)
         for line in lines:
             tr.write_line(line)
+
+
+def _env_run_id() -> str | None:
+    from pytest_edgeopt.storage.shards import run_id_from_env
+
+    return run_id_from_env()
 
 
 def config_given(config: pytest.Config, dest: str) -> bool:

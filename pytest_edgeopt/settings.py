@@ -4,6 +4,7 @@ without importing the builder, the targets or numpy: every pytest run pays for s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import pytest
 
     from pytest_edgeopt.options import Option
+
+
+#: The local mirror of a shared cache (``--edgeopt-cache-dir=s3://...``) when not
+#: ``.edgeopt/cache`` under the rootdir: e.g. a directory the CI caches between jobs.
+CACHE_MIRROR_ENV = "EDGEOPT_CACHE_MIRROR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,9 @@ class Settings:
     #: and how long a measurement waits for a device another process is using.
     lease_dir: Path | None = None
     lease_timeout_s: float = DEFAULT_TIMEOUT_S
+    #: The shared variant cache (a URL given as ``--edgeopt-cache-dir``; ``cache_dir`` is then
+    #: its local mirror), ``None`` for a local cache only.
+    cache_url: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config, target_options: Iterable[Option] = ()) -> Settings:
@@ -52,6 +61,9 @@ class Settings:
 
         v = resolve_all(config, CORE_OPTIONS)
         cache, json_path, lease_dir = v["edgeopt_cache_dir"], v["edgeopt_json"], v["edgeopt_lease_dir"]
+        cache_url = cache if cache and "://" in cache else None
+        if cache_url:  # the shared cache's local mirror: $EDGEOPT_CACHE_MIRROR, else the default local cache
+            cache = os.environ.get(CACHE_MIRROR_ENV) or None
         return cls(
             targets=v["edgeopt_targets"],
             variants=v["edgeopt_variants"],
@@ -72,6 +84,7 @@ class Settings:
             ),
             lease_dir=config.rootpath / lease_dir if lease_dir else None,
             lease_timeout_s=v["edgeopt_lease_timeout"],
+            cache_url=cache_url,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +93,7 @@ class Settings:
             "variants": list(self.variants) if self.variants else None,
             "require": sorted(self.require),
             "cache_dir": str(self.cache_dir),
+            "cache_url": _shown(self.cache_url),
             "rebuild": self.rebuild,
             "latency": {
                 "warmup": self.latency.warmup, "min_samples": self.latency.min_samples,
@@ -100,3 +114,12 @@ def target_option_values(config: pytest.Config, table: Iterable[Option]) -> dict
     from pytest_edgeopt.options import resolve
 
     return {opt.key: resolve(config, opt) for opt in table}
+
+
+def _shown(url: str | None) -> str | None:
+    """A URL as it may be written into results (no credentials, no query string)."""
+    if url is None:
+        return None
+    from pytest_edgeopt.storage.location import redact
+
+    return redact(url)

@@ -389,3 +389,13 @@ def device_group(nodeid: str, inventory: Inventory, device_targets: Mapping[str,
             if kind == "android" and any(rest.startswith(prefix + "-") for prefix in every):
                 return f"{kind}:{rest}"
     return None
+
+
+def device_shards(inventory: Inventory, count: int) -> dict[str, int]:
+    """Each named inventory device's shard (1-based) of ``count`` (``--edgeopt-shard``), by
+    :func:`device_group` name: Android entries, then Edge TPUs, round-robin in inventory order.
+    (The devices of a ``"*"`` entry are known only once attached: they go by a hash of their
+    group, :func:`pytest_edgeopt.storage.shards.item_shard`.)"""
+    named = [f"android:{e.label}" for e in inventory.android if not e.every]
+    named += [f"edgetpu:{e.label}" for e in inventory.edgetpu]
+    return {group: i % count + 1 for i, group in enumerate(named)}

@@ -4,10 +4,12 @@
     edgeopt compare A B [--fail EXPR ...] [--alpha P] [--noise SIGMA]
     edgeopt report RUN --html out.html [--history N]
     edgeopt export RUN --csv out.csv | --parquet out.parquet
+    edgeopt cache stats [--cache DIR|URL]
+    edgeopt cache prune --older-than 30d [--keep-runs N] [--cache DIR|URL] [--storage DIR|URL]
 
 A run is ``last``, a run number (``7``), a name (the newest run saved under it), or the path
 of a saved run or ``--edgeopt-json`` file. ``--storage`` defaults to ``$EDGEOPT_STORAGE`` or
-``.edgeopt/runs``. Results go to stdout, progress lines to stderr. Exit status: 0 done,
+``.edgeopt/runs``; a URL (``s3://bucket/runs``) is read through a local mirror. Results go to stdout, progress lines to stderr. Exit status: 0 done,
 1 regressions found by ``compare --fail``, 2 usage error or missing/unreadable run.
 Never imports pytest or tensorflow.
 """
@@ -52,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     from pytest_edgeopt.runs.noise import ALPHA, DEFAULT_NOISE
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--storage", type=Path, default=None, metavar="DIR",
-                        help=f"saved runs (default: $EDGEOPT_STORAGE or {DEFAULT_STORAGE})")
+    common.add_argument("--storage", default=None, metavar="DIR|URL",
+                        help=f"saved runs: a directory or a URL such as s3://bucket/runs "
+                             f"(default: $EDGEOPT_STORAGE or {DEFAULT_STORAGE})")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     ap = argparse.ArgumentParser(prog="edgeopt", description="Saved pytest-edgeopt runs: list, compare, report, recommend, export.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -76,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="earlier saved runs to show trends from (default 10; 0 for none)")
     rec = sub.add_parser("recommend", parents=[common], help="which variant to ship, per model and target, from a run")
     rec.add_argument("run", metavar="RUN", nargs="?", default="last", help="the run (default: last)")
+    cache = sub.add_parser("cache", help="a variant cache (local directory or shared URL): stats, prune")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--cache", default=None, metavar="DIR|URL",
+                       help="the cache (default: $EDGEOPT_CACHE_DIR or .edgeopt/cache)")
+    cache_sub.add_parser("stats", parents=[where, common], help="entries, bytes, oldest and newest")
+    pr = cache_sub.add_parser("prune", parents=[where, common], help="remove old entries no recent run used")
+    pr.add_argument("--older-than", required=True, metavar="AGE", help="entries stored longer ago than this: 30d, 12h")
+    pr.add_argument("--keep-runs", type=int, default=0, metavar="N",
+                    help="keep the entries the last N saved runs (in --storage) measured, however old")
+    pr.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     e = sub.add_parser("export", parents=[common], help="export a run's measurements as a table")
     e.add_argument("run", metavar="RUN")
     out = e.add_mutually_exclusive_group(required=True)
@@ -85,7 +99,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _storage(args: argparse.Namespace) -> Path:
-    return args.storage or Path(os.environ.get("EDGEOPT_STORAGE") or DEFAULT_STORAGE)
+    """The saved runs' directory: ``--storage``, ``$EDGEOPT_STORAGE`` or the default; a URL
+    is pulled into its local mirror first (:mod:`pytest_edgeopt.storage.history`)."""
+    value = args.storage or os.environ.get("EDGEOPT_STORAGE") or str(DEFAULT_STORAGE)
+    if "://" not in value:
+        return Path(value)
+    if getattr(args, "_mirror", None) is None:
+        from pytest_edgeopt.storage.history import local_storage
+
+        args._mirror = local_storage(value)
+    return args._mirror  # type: ignore[no-any-return]
 
 
 def _load(storage: Path, ref: str, progress: Callable[[str], None]) -> RunRecord:
@@ -203,7 +226,57 @@ def cmd_recommend(args: argparse.Namespace, progress: _Progress) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"list": cmd_list, "compare": cmd_compare, "report": cmd_report, "recommend": cmd_recommend,
+def _parts_note(args: argparse.Namespace) -> str:
+    """For a run of a sharded job that is not assembled yet: which parts are missing."""
+    ref = next((getattr(args, a) for a in ("run", "current", "baseline") if getattr(args, a, None)), None)
+    if not ref:
+        return ""
+    from pytest_edgeopt.storage.location import open_store
+    from pytest_edgeopt.storage.shards import describe_parts
+
+    run_id = ref.removeprefix("run-")
+    try:
+        note = describe_parts(open_store(args.storage or os.environ.get("EDGEOPT_STORAGE") or str(DEFAULT_STORAGE)),
+                              run_id)
+    except (OSError, ValueError):
+        return ""
+    return f"; {note}" if note else ""
+
+
+def _utc(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+
+
+def cmd_cache(args: argparse.Namespace, progress: _Progress) -> int:
+    from pytest_edgeopt.storage import maintenance
+    from pytest_edgeopt.storage.location import open_store, redact
+
+    location = args.cache or os.environ.get("EDGEOPT_CACHE_DIR") or str(Path(".edgeopt") / "cache")
+    store = open_store(location)
+    shown = redact(location) if "://" in location else location
+    if args.cache_command == "stats":
+        st = maintenance.stats(store)
+        print(f"{shown}: {st.entries} entries, {st.size_bytes / 1e6:.2f} MB; stored {_utc(st.oldest)} .. "
+              f"{_utc(st.newest)} UTC; {st.unpublished} unpublished objects ({st.unpublished_bytes / 1e6:.2f} MB)")
+        return EXIT_OK
+    try:
+        older = maintenance.parse_age(args.older_than)
+    except ValueError as exc:
+        print(f"edgeopt cache prune: --older-than: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    keep: set[str] = set()
+    if args.keep_runs > 0:
+        from pytest_edgeopt.runs.store import load_run_docs
+
+        keep = maintenance.keys_of_runs(load_run_docs(_storage(args), progress=progress, limit=args.keep_runs))
+    done = maintenance.prune(store, older, keep, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{shown}: {verb} {done.removed} entries ({done.removed_bytes / 1e6:.2f} MB) and {done.orphans} "
+          f"unpublished objects; kept {done.kept_for_runs} old entries the last {args.keep_runs} runs used")
+    return EXIT_OK
+
+
+COMMANDS = {"cache": cmd_cache, "list": cmd_list, "compare": cmd_compare, "report": cmd_report, "recommend": cmd_recommend,
             "export": cmd_export}
 
 
@@ -221,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return COMMANDS[args.command](args, progress)
         except RunNotFound as exc:
+            print(f"edgeopt {args.command}: {exc}{_parts_note(args)}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:  # the store cannot be reached (StoreUnavailable among them)
             print(f"edgeopt {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except ValueError as exc:  # an unreadable run named explicitly

@@ -134,11 +134,12 @@ def frame_of_docs(docs: Iterable[RunRecord | Mapping[str, Any]]) -> pd.DataFrame
 
 
 def load_runs(storage: str | Path, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Every readable saved run in ``storage`` (e.g. ``.edgeopt/runs``) as one typed
+    """Every readable saved run in ``storage`` (e.g. ``.edgeopt/runs``, or a URL such as
+    ``s3://bucket/runs``: see :mod:`pytest_edgeopt.storage.history`) as one typed
     DataFrame, one row per measurement per run, oldest run first (see the module's table).
     Unreadable files are skipped with a :class:`~pytest_edgeopt.runs.store.StoreWarning`; an
     empty or missing directory gives an empty frame with the same columns."""
-    return frame_of_docs(load_run_docs(Path(storage), progress=progress))
+    return frame_of_docs(load_run_docs(storage if isinstance(storage, str) else Path(storage), progress=progress))
 
 
 class ExportError(RuntimeError):

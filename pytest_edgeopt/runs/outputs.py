@@ -34,6 +34,11 @@ class OutputSettings:
     compare: str | None = None
     tolerances: tuple[str, ...] = ()
     ab_budget_s: float | None = None
+    #: The shared history (an ``--edgeopt-storage`` URL); ``storage`` is then its local mirror.
+    remote: str | None = None
+    #: Shard ``(i, n)`` of a run split across CI jobs and the run id its parts share.
+    shard: tuple[int, int] | None = None
+    run_id: str | None = None
 
     @property
     def saving(self) -> bool:
@@ -52,6 +57,18 @@ class Gate:
 def prepare(settings: OutputSettings) -> Gate | None:
     """Validate the gate's settings. Raises ValueError with the reason (a malformed
     tolerance, a missing baseline run)."""
+    if settings.remote is not None:
+        from pytest_edgeopt.storage.location import StoreUnavailable, redact
+
+        try:
+            _remote_history(settings).pull()
+        except (StoreUnavailable, OSError) as exc:
+            if settings.compare is not None:
+                raise ValueError(f"--edgeopt-compare: the saved runs in {redact(settings.remote)} cannot be read "
+                                 f"({exc})") from None
+    if settings.shard is not None and not settings.run_id:
+        raise ValueError("--edgeopt-shard needs the id the shards of the run share: --edgeopt-run-id=ID, or "
+                         "$EDGEOPT_RUN_ID / $GITHUB_RUN_ID / $CI_PIPELINE_ID")
     if settings.compare is None:
         if settings.tolerances:
             raise ValueError("--edgeopt-compare-fail needs --edgeopt-compare[=NAME|last] to pick the baseline run")
@@ -63,7 +80,7 @@ def prepare(settings: OutputSettings) -> Gate | None:
     try:
         baseline = resolve_run(settings.storage, settings.compare)
     except RunNotFound as exc:
-        raise ValueError(f"--edgeopt-compare={settings.compare}: {exc}") from None
+        raise ValueError(f"--edgeopt-compare={settings.compare}: {exc}{_parts_note(settings)}") from None
     return Gate(baseline, tolerances)
 
 
@@ -72,7 +89,7 @@ class Finished:
     """What :func:`finish` did: the comparison (or None), the saved run's path, the CSV's."""
 
     comparison: Any | None
-    saved: Path | None
+    saved: Path | str | None
     csv: Path | None
 
 
@@ -155,24 +172,64 @@ def finish(doc: dict[str, Any], settings: OutputSettings, gate: Gate | None, edg
         progress(f"comparing with {gate.baseline.name}")
         comparison = compare_runs(load_run(settings.storage, gate.baseline), doc, gate.tolerances,
                                   history=noise_history(settings.storage, doc))
-        locators = [cache_locator(edge.builder.cache)]  # a shared store's locator would follow
+        # With a shared cache (--edgeopt-cache-dir=s3://...) the lookup reaches it too: a baseline
+        # built on another runner is downloaded for the A/B re-measurement.
+        locators = [cache_locator(edge.builder.cache)]
         comparison = confirm_latency(comparison, _remeasure(edge, locators), budget_s=settings.ab_budget_s,
                                      progress=progress)
         doc["comparison"] = comparison.to_dict()
         if properties is not None:
             for name, value in junit_properties(comparison):
                 properties(name, value)
-    saved = None
-    if settings.saving:
-        from pytest_edgeopt.runs.store import save_run
+    saved: Path | str | None = None
+    if settings.shard is not None:
+        from pytest_edgeopt.storage.shards import save_part
 
-        saved = save_run(settings.storage, doc, settings.save, root=root)
+        saved = save_part(settings, doc, root, progress)
+    elif settings.saving:
+        saved = _save(settings, doc, root, progress)
     csv = None
     if settings.csv is not None:
         from pytest_edgeopt.runs.frame import export
 
         csv = export(doc, settings.csv)
     return Finished(comparison, saved, csv)
+
+
+def _parts_note(settings: OutputSettings) -> str:
+    """For a baseline that is a sharded run not assembled yet: which of its parts are missing."""
+    from pytest_edgeopt.storage.shards import describe_parts, parts_store
+
+    try:
+        note = describe_parts(parts_store(settings), str(settings.compare).removeprefix("run-"))
+    except (OSError, ValueError):
+        return ""
+    return f"; {note}" if note else ""
+
+
+def _remote_history(settings: OutputSettings, progress: Callable[[str], None] = lambda msg: None) -> Any:
+    from pytest_edgeopt.storage.history import RemoteHistory
+
+    assert settings.remote is not None
+    return RemoteHistory(settings.remote, settings.storage, progress)
+
+
+def _save(settings: OutputSettings, doc: dict[str, Any], root: Path, progress: Callable[[str], None],
+          name: str | None = None) -> Path | str:
+    """Save the run in the storage directory, or in the shared history (falling back to the
+    local ``.edgeopt/runs`` with a progress line when the store cannot be reached)."""
+    from pytest_edgeopt.runs.store import DEFAULT_STORAGE, save_run
+
+    name = name or settings.save
+    if settings.remote is None:
+        return save_run(settings.storage, doc, name, root=root)
+    from pytest_edgeopt.storage.location import StoreUnavailable, redact
+
+    try:
+        return str(_remote_history(settings, progress).save(doc, name, root=root))
+    except (StoreUnavailable, OSError) as exc:
+        progress(f"cannot save the run in {redact(settings.remote)} ({exc}): saving it in {DEFAULT_STORAGE}")
+        return save_run(root / DEFAULT_STORAGE, doc, name, root=root)
 
 
 def history(settings: OutputSettings, limit: int = 20) -> list[dict[str, Any]] | None:

@@ -386,7 +386,11 @@ class GitState:
 @dataclass(frozen=True, slots=True)
 class RunMetadata:
     """Where a run was made (:func:`pytest_edgeopt.runs.store.run_metadata`): ``git``, the
-    ``machine`` (CPU model, cores, OS, load...), ``python`` and ``packages`` versions."""
+    ``machine`` (CPU model, cores, OS, load...), ``python`` and ``packages`` versions; the
+    ``host`` (``node`` name and ``machine_class``: what runs must share for one's latency noise
+    to tell about another's, :func:`pytest_edgeopt.storage.shards.host_identity`), the CI
+    ``runner`` ids (``runner``, ``job``, ``run``) and, for a run split across CI jobs, its
+    ``shard`` (``index``, ``count``, ``run_id``)."""
 
     git: GitState | None = None
     machine: Mapping[str, Any] | None = None
@@ -394,15 +398,23 @@ class RunMetadata:
     packages: Mapping[str, str | None] | None = None
     unknown: Mapping[str, Any] = field(default_factory=dict)
     present: frozenset[str] | None = None
+    host: Mapping[str, Any] | None = None
+    runner: Mapping[str, Any] | None = None
+    shard: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _emit({"git": _opt(GitState.to_dict, self.git), "machine": _opt(dict, self.machine),
-                      "python": self.python, "packages": _opt(dict, self.packages)}, self.present, self.unknown)
+        values = {"git": _opt(GitState.to_dict, self.git), "machine": _opt(dict, self.machine),
+                  "python": self.python, "packages": _opt(dict, self.packages)}
+        # Added after schema 1's first files: written when known, so older documents round-trip.
+        values.update({k: dict(v) for k, v in (("host", self.host), ("runner", self.runner), ("shard", self.shard))
+                       if v is not None})
+        return _emit(values, self.present, self.unknown)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunMetadata:
         return cls(_opt(GitState.from_dict, d.get("git")), _opt(dict, d.get("machine")), d.get("python"),
-                   _opt(dict, d.get("packages")), _unknown(cls, d, ("present",)), frozenset(d))
+                   _opt(dict, d.get("packages")), _unknown(cls, d, ("present",)), frozenset(d),
+                   _opt(dict, d.get("host")), _opt(dict, d.get("runner")), _opt(dict, d.get("shard")))
 
 
 @dataclass(frozen=True, slots=True)

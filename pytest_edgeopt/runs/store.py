@@ -175,12 +175,18 @@ def package_versions() -> dict[str, str | None]:
 def run_metadata(root: Path | None = None) -> dict[str, Any]:
     """What a saved run records about where it ran: ``git`` (see :func:`git_state`, for the
     checkout at ``root``), ``machine`` (see :func:`machine`), ``python`` (version) and
-    ``packages`` (see :func:`package_versions`)."""
+    ``packages`` (see :func:`package_versions`), ``host`` and ``runner``
+    (:mod:`pytest_edgeopt.runs.host`)."""
+    from pytest_edgeopt.runs.host import host_identity, runner_ids
+
+    host = machine()
     return {
         "git": git_state(root),
-        "machine": machine(),
+        "machine": host,
         "python": sys.version.split()[0],
         "packages": package_versions(),
+        "host": host_identity(host),
+        "runner": runner_ids(),
     }
 
 
@@ -261,14 +267,15 @@ def _encode(doc: Mapping[str, Any]) -> bytes:
 
 
 def save_run(storage: Path, doc: RunRecord | Mapping[str, Any], name: str | None = None, *,
-             root: Path | None = None, now: _dt.datetime | None = None) -> Path:
+             root: Path | None = None, now: _dt.datetime | None = None, number: int | None = None) -> Path:
     """Save ``doc`` (a run record or ``--edgeopt-json`` document) as the next run in ``storage``;
     return its path.
 
     Adds ``run``, ``metadata`` (:func:`run_metadata` for ``root``, unless ``doc`` has one)
     and ``devices``. Raises ``ValueError`` for an invalid ``name`` (see :func:`validate_name`)
     before anything is written. Concurrent sessions get distinct counters (a file lock);
-    the file appears whole or not at all.
+    the file appears whole or not at all. ``number``: the counter to use (claimed in a
+    shared store by :class:`~pytest_edgeopt.storage.history.RemoteHistory`).
     """
     if name is not None:
         validate_name(name)
@@ -281,8 +288,9 @@ def save_run(storage: Path, doc: RunRecord | Mapping[str, Any], name: str | None
         # Writers hold the lock while writing: a temporary file seen now was left by a killed one.
         for orphan in storage.glob(f".*{SUFFIX}.*.tmp"):
             orphan.unlink(missing_ok=True)
-        files = _run_files(storage)
-        number = (files[-1][0] + 1) if files else 1
+        if number is None:
+            files = _run_files(storage)
+            number = (files[-1][0] + 1) if files else 1
         stamp = now.strftime(_TIME_FORMAT)
         path = storage / (f"{number:04d}_{name}_{stamp}{SUFFIX}" if name else f"{number:04d}_{stamp}{SUFFIX}")
         git = meta.git
@@ -475,11 +483,15 @@ def load_run(storage: Path, ref: str | Path = "last") -> dict[str, Any]:
     raise RunNotFound(f"no readable saved run {str(ref)!r} in {storage}: {_describe(_run_files(storage))}")
 
 
-def load_run_docs(storage: Path, progress: Callable[[str], None] | None = None,
+def load_run_docs(storage: Path | str, progress: Callable[[str], None] | None = None,
                   before: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Documents of the readable saved runs in ``storage``, oldest first: all of them, or
     the last ``limit`` numbered below ``before``. Unreadable files are skipped with a
     :class:`StoreWarning`; ``progress`` gets a line per file."""
+    if isinstance(storage, str) and "://" in storage:  # load_runs("s3://bucket/runs")
+        from pytest_edgeopt.storage.history import local_storage
+
+        storage = local_storage(storage, progress=progress or (lambda msg: None))
     files = [f for f in _run_files(Path(storage)) if before is None or f[0] < before]
     if limit is not None:
         files = files[-limit:] if limit > 0 else []
@@ -498,17 +510,26 @@ def load_run_docs(storage: Path, progress: Callable[[str], None] | None = None,
 SAME_MACHINE = ("cpu_model", "cores", "arch", "os", "hostname")
 
 
+def _same_machine(a: RunMetadata, b: RunMetadata) -> bool:
+    """Whether runs ``a`` and ``b`` ran on the same kind of machine: the same machine class
+    when both record one (CI runners of one pool, whatever their host names), else the same
+    :data:`SAME_MACHINE` facts."""
+    ca, cb = (a.host or {}).get("machine_class"), (b.host or {}).get("machine_class")
+    if ca and cb:
+        return bool(ca == cb)
+    return all((b.machine or {}).get(f) == (a.machine or {}).get(f) for f in SAME_MACHINE)
+
+
 def noise_history(storage: Path, like: RunRecord | Mapping[str, Any], limit: int = 20,
                   before: int | None = None) -> list[dict[str, float]]:
     """p50s (measurement key -> ms) of the last ``limit`` saved runs made like ``like``
-    (a run document with ``metadata``: same machine, Python, packages and latency
+    (a run document with ``metadata``: same machine class (see :func:`_same_machine`), Python, packages and latency
     settings), oldest first, numbered below ``before`` when given: the input of
     :func:`pytest_edgeopt.runs.noise.estimate_noise`. Empty when ``like`` has no metadata."""
     like_run = RunRecord.of(like)
     meta = like_run.metadata
     if meta is None or not meta.to_dict():
         return []
-    machine_ = meta.machine or {}
     settings = like_run.settings.get("latency")
     out: list[dict[str, float]] = []
     for number, _name, _when, path in _run_files(Path(storage)):
@@ -519,7 +540,7 @@ def noise_history(storage: Path, like: RunRecord | Mapping[str, Any], limit: int
         except _Unreadable:
             continue  # list_runs warns about it
         run, m = head.run or RunSummary(), head.metadata or RunMetadata()
-        if any((m.machine or {}).get(f) != machine_.get(f) for f in SAME_MACHINE):
+        if not _same_machine(meta, m):
             continue
         if m.packages != meta.packages or m.python != meta.python:
             continue

@@ -16,6 +16,11 @@ the name, and the same name is used to look it up.
 Writes go to a temporary file in the entry's directory and are moved into place with
 ``os.replace``; ``meta.json`` is written last and names the model's sha256, so an entry
 whose model is missing, truncated or altered is detected and rebuilt.
+
+With a ``remote`` (:class:`~pytest_edgeopt.storage.remote_cache.RemoteCache`, from a URL given
+as ``--edgeopt-cache-dir``), this local store is its mirror: a local miss is looked up there
+(and copied here), and what is built here is published there, uploaded in the background
+while the run goes on (:meth:`VariantCache.flush` at the end of the session waits for it).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +39,8 @@ from pytest_edgeopt.atomic import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from filelock import FileLock
+
+    from pytest_edgeopt.storage.remote_cache import RemoteCache
 
 #: Bump when the layout or the meaning of a key changes.
 CACHE_FORMAT = 1
@@ -73,15 +80,22 @@ class Entry:
     path: Path
     meta: Mapping[str, Any]
     hit: bool
+    #: Found in the remote cache (and copied into the local one) by this lookup.
+    remote: bool = False
 
 
 class VariantCache:
-    """The store. ``rebuild=True`` ignores existing entries (and overwrites them)."""
+    """The store. ``rebuild=True`` ignores existing entries (and overwrites them);
+    ``remote``: the shared cache this one mirrors (``None``: local only)."""
 
-    def __init__(self, root: Path, rebuild: bool = False) -> None:
+    def __init__(self, root: Path, rebuild: bool = False, remote: RemoteCache | None = None) -> None:
         self.root = Path(root)
         self.rebuild = rebuild
+        self.remote = remote
         self._created = time.time()
+        #: Entries this process found in the local store, and built (here or in a worker).
+        self.hits_local = 0
+        self.built = 0
 
     def _dir(self, key: str) -> Path:
         return self.root / "variants" / key[:2] / key
@@ -94,7 +108,23 @@ class VariantCache:
 
     def lookup(self, key: str, payload: str = TFLITE) -> Entry | None:
         """The intact entry for ``key`` whose payload file is named ``payload``, or ``None``
-        (missing, incomplete or corrupt)."""
+        (missing, incomplete or corrupt); with a remote cache, a local miss is fetched from it
+        (unless rebuilding)."""
+        entry = self.local(key, payload)
+        if entry is not None:
+            self.hits_local += 1
+            return entry
+        if self.remote is None or self.rebuild:
+            return None
+        fetched = self.remote.fetch(key, payload)
+        if fetched is None:
+            return None
+        data, meta = fetched
+        stored = self.store(key, data, {k: v for k, v in meta.items() if k not in ("payload", "stored_at")}, payload)
+        return replace(stored, hit=True, remote=True)
+
+    def local(self, key: str, payload: str = TFLITE) -> Entry | None:
+        """The intact local entry for ``key`` (the remote cache is not asked)."""
         d = self._dir(key)
         try:
             meta = json.loads((d / "meta.json").read_text())
@@ -133,7 +163,30 @@ class VariantCache:
                 return entry
             start = time.perf_counter()
             data, meta = build()
-            return self.store(key, data, {**meta, "build_seconds": time.perf_counter() - start}, payload)
+            entry = self.store(key, data, {**meta, "build_seconds": time.perf_counter() - start}, payload)
+        self.publish(entry, data)
+        return entry
+
+    def publish(self, entry: Entry, data: bytes | None = None) -> None:
+        """Count ``entry`` as built (here, or by a worker into this store) and hand it to the
+        remote cache, if there is one, to upload in the background (:meth:`flush` waits for
+        the uploads); a failure turns the remote cache off, it never raises."""
+        if entry.hit:
+            return
+        self.built += 1
+        if self.remote is None:
+            return
+        try:
+            payload = data if data is not None else entry.path.read_bytes()
+        except OSError:
+            return
+        meta = {k: v for k, v in entry.meta.items() if k not in ("sha256", "size_bytes", "stored_at")}
+        self.remote.publish_later(entry.key, payload, meta, entry.path.name)
+
+    def flush(self) -> None:
+        """Wait (bounded) for the remote cache's background uploads: at the end of a session."""
+        if self.remote is not None:
+            self.remote.flush()
 
     def _fresh(self, entry: Entry) -> bool:
         # With --edgeopt-rebuild, an entry stored since this cache was opened was built by a
