@@ -20,6 +20,20 @@ Faults, from the environment (the emulated device sets them from ``Faults.standi
 134 through the shell), ``EDGEOPT_STANDIN_EXIT=N`` exits N after the init lines,
 ``EDGEOPT_STANDIN_HANG=1`` hangs in the first run, ``EDGEOPT_STANDIN_DELAY_US=N`` adds N us
 to every inference, ``EDGEOPT_STANDIN_HAS_GPU=0`` makes the GPU delegate fail to apply.
+Planted regressions (set through the device's ``shell_env``): ``EDGEOPT_STANDIN_OP_DELAY_MS=
+N:MS[,N:MS...]`` makes node N slower by MS milliseconds per inference (a real sleep inside
+the timed invoke, charged to that node, or to the delegate kernel that holds it, in the op
+profile); ``EDGEOPT_STANDIN_CPU_OPS=N[,N...]`` makes the GPU delegate refuse node N, so it
+falls back to the CPU and splits the graph.
+
+``--enable_op_profiling=true`` prints the real tool's tables (``Profiling Info for Benchmark
+Initialization:``, ``Operator-wise Profiling Info for Regular Benchmark Runs:``, ``Run
+Order``, ``Top by Computation Time``, ``Summary by node type``; formats of
+``stats_calculator.cc`` and ``profile_summarizer.cc``). The Python interpreter has no
+per-op timer, so each measured invoke time is **split across the execution plan's nodes in
+proportion to a static cost estimate** (multiply-accumulates from the tensor shapes), plus
+the planted delays, which are measured: per-op figures from the stand-in say where time
+went only roughly; their sum is the measured invoke time.
 """
 
 from __future__ import annotations
@@ -478,6 +492,17 @@ def _partitions(nodes: list[int], supported: set[int]) -> list[list[int]]:
     return parts
 
 
+def _subsets(nodes: list[int], replaced: set[int]) -> int:
+    """PartitionGraphIntoIndependentNodeSubsets for a chain: runs of replaced / kept nodes."""
+    runs, last = 0, None
+    for n in nodes:
+        here = n in replaced
+        if here != last:
+            runs += 1
+            last = here
+    return runs
+
+
 def _xnnpack_covered(ops: list[dict]) -> set[int]:
     """Original nodes that the interpreter replaced with XNNPACK DELEGATE nodes."""
     producers = {}
@@ -514,6 +539,10 @@ class Benchmark:
         self.interpreter = None
         self.input_data: list = []
         self.delay_s = int(os.environ.get("EDGEOPT_STANDIN_DELAY_US", "0") or 0) / 1e6
+        self.op_delay_ms = _node_map(os.environ.get("EDGEOPT_STANDIN_OP_DELAY_MS", ""))
+        self.cpu_ops = set(_node_map(os.environ.get("EDGEOPT_STANDIN_CPU_OPS", ""), default=0.0))
+        self.groups: list[tuple[str, list[int]]] = []  # delegate kernels: (name, original nodes)
+        self.run_stats: Stat | None = None
 
     # ValidateParams + PopulateInputLayerInfo
     def validate(self) -> bool:
@@ -706,6 +735,8 @@ class Benchmark:
         _runtime("INFO", "Created TensorFlow Lite delegate for GPU.")
         quant = p["gpu_experimental_enable_quant"]
         reasons = {op["index"]: _gpu_supports(op, dtypes, quant) for op in ops if op["index"] in self.plan}
+        for n in self.cpu_ops & set(reasons):
+            reasons[n] = "Forced onto the CPU (EDGEOPT_STANDIN_CPU_OPS)."
         supported = {n for n, why in reasons.items() if why is None}
         parts = _partitions(self.plan, supported)
         parts.sort(key=len, reverse=True)
@@ -729,18 +760,25 @@ class Benchmark:
             return False
         if replaced:
             _runtime("INFO", f"Replacing {len(replaced)} out of {total} node(s) with delegate "
-                     f"(TfLiteGpuDelegateV2) node, yielding {len(parts) + total - len(supported)} partitions "
+                     f"(TfLiteGpuDelegateV2) node, yielding {_subsets(self.plan, replaced)} partitions "
                      "for the whole graph.")
             _runtime("INFO", "Initialized OpenCL-based API.")
             _runtime("INFO", f"Created {len(taken)} GPU delegate kernels.")
         self.plan = [n for n in self.plan if n not in replaced]
+        self.groups += [("TfLiteGpuDelegateV2", sorted(part)) for part in taken]
         return self.report("GPU", len(taken))
 
     def report_xnnpack(self) -> bool:
         ops = self.interpreter._get_ops_details()
         covered = _xnnpack_covered(ops)
         remaining = [n for n in self.plan if n not in covered]
-        kernels = len(_partitions(self.plan, covered))
+        parts = _partitions(self.plan, covered)
+        kernels = len(parts)
+        if covered:
+            _runtime("INFO", f"Replacing {len(covered & set(self.plan))} out of {len(self.plan)} node(s) with delegate "
+                     f"(TfLiteXNNPackDelegate) node, yielding {_subsets(self.plan, covered)} partitions for the "
+                     "whole graph.")
+        self.groups += [("TfLiteXNNPackDelegate", part) for part in parts]
         self.plan = remaining
         return self.report("XNNPACK", kernels)
 
@@ -836,6 +874,8 @@ class Benchmark:
                 it.invoke()
                 if self.delay_s:
                     time.sleep(self.delay_s)
+                if self.op_delay_ms:
+                    time.sleep(sum(self.op_delay_ms.values()) / 1e3)
             except (RuntimeError, ValueError) as exc:
                 _runtime("ERROR", str(exc).strip())
                 ok = False
@@ -849,7 +889,84 @@ class Benchmark:
             now_us = _now_us()
             run += 1
         _info(f"{stats}\n")
+        if not warmup:
+            self.run_stats = stats
         return stats, ok
+
+    # -- op profiling: ProfilingListener + ProfileSummaryDefaultFormatter + StatsCalculator --
+
+    def _op_cost(self, op: dict) -> float:
+        """Multiply-accumulates of one node, from its tensor shapes (a static estimate)."""
+        import numpy as np
+
+        def shape(t: int) -> list[int]:
+            try:
+                return [int(d) for d in self.interpreter._get_tensor_details(t, 0)["shape"]]
+            except Exception:
+                return []
+
+        outs = [t for t in op["outputs"] if t >= 0]
+        out_elems = sum(int(np.prod(shape(t))) for t in outs) or 1
+        ins = [t for t in op["inputs"] if t >= 0]
+        name = op["op_name"]
+        if name in ("CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV") and len(ins) >= 2:
+            w = shape(ins[1])
+            per_out = int(np.prod(w)) // max(1, w[0]) if w else 1
+            return float(out_elems * max(1, per_out))
+        if name == "DEPTHWISE_CONV_2D" and len(ins) >= 2:
+            w = shape(ins[1])
+            return float(out_elems * max(1, int(np.prod(w[1:3])) if len(w) >= 3 else 1))
+        return float(out_elems + sum(int(np.prod(shape(t))) for t in ins[:1]))
+
+    def _exec_plan(self) -> list[tuple[int, str, str, float, float]]:
+        """(node index, type, name, cost, planted ms) in execution order, delegate kernels
+        in place of the nodes they took (new node indices after the model's own)."""
+        ops = [op for op in self.interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+        by_index = {op["index"]: op for op in ops}
+
+        def tensor_name(t: int) -> str:
+            try:
+                return str(self.interpreter._get_tensor_details(t, 0)["name"])
+            except Exception:
+                return "Unknown"
+
+        first_of = {members[0]: (k, name, members) for k, (name, members) in enumerate(self.groups) if members}
+        in_group = {n for _name, members in self.groups for n in members}
+        plan = []
+        for op in ops:
+            n = op["index"]
+            if n in first_of:
+                k, name, members = first_of[n]
+                outs = by_index[members[-1]]["outputs"]
+                label = "[" + ", ".join(tensor_name(t) for t in outs) + f"]:{len(ops) + k}"
+                plan.append((len(ops) + k, name, label, sum(self._op_cost(by_index[m]) for m in members),
+                             sum(self.op_delay_ms.get(m, 0.0) for m in members)))
+            elif n not in in_group:
+                label = "[" + ", ".join(tensor_name(t) for t in op["outputs"]) + f"]:{n}"
+                plan.append((n, op["op_name"], label, self._op_cost(op), self.op_delay_ms.get(n, 0.0)))
+        return plan
+
+    def print_op_profile(self, init_us: int) -> None:
+        stats = self.run_stats
+        if stats is None or not stats.values:
+            return
+        plan = self._exec_plan()
+        total_cost = sum(c for _i, _t, _n, c, _d in plan) or 1.0
+        planted_us = sum(d for *_x, d in plan) * 1000.0
+        rows = []  # (index, type, name, Stat of us per run)
+        for index, kind, name, cost, delay in plan:
+            st = Stat()
+            for run_us in stats.values:
+                st.add(int(max(0.0, run_us - planted_us) * cost / total_cost + delay * 1000.0))
+            rows.append((index, kind, name, st))
+        init = Stat()
+        init.add(init_us)
+        init_text = _stats_tables([(0, "AllocateTensors", "AllocateTensors/0", init)], init)
+        run_total = Stat()
+        for r in range(stats.count):
+            run_total.add(sum(st.values[r] for *_x, st in rows))
+        _info("Profiling Info for Benchmark Initialization:\n" + init_text)
+        _info("Operator-wise Profiling Info for Regular Benchmark Runs:\n" + _stats_tables(rows, run_total))
 
     def save_outputs(self) -> None:
         """OutputSaver::OnBenchmarkEnd: every output tensor's raw bytes, in output order."""
@@ -950,9 +1067,74 @@ class Benchmark:
             _info(f"- VmRSS              : {rss} MB")
             _info(f"+ RssAnnon           : {rss - shared} MB")
             _info(f"+ RssFile + RssShmem : {shared} MB")
+        if p["enable_op_profiling"] and p["op_profiling_output_mode"] == "stdout":
+            self.print_op_profile(init_us)
         self.save_result(init_us, warmup, inference, init_kb, overall_kb, peak_mb, model_size_mb, input_bytes)
         self.save_outputs()
         return ok
+
+
+def _field(width: int, value: str) -> str:
+    """InitField: a tab, then right-aligned in ``width``."""
+    return "\t" + value.rjust(width)
+
+
+def _stats_tables(rows: list, run_total: Stat) -> str:
+    """StatsCalculator::GetOutputString with show_run_order, show_time and show_type
+    (ProfileSummaryDefaultFormatter's options), then GetShortSummary, as the real tool."""
+    total = sum(run_total.values) or 1
+    runs = max(1, run_total.count)
+
+    def header(title: str) -> str:
+        return (f"============================== {title} ==============================\n"
+                + _field(40, "[node type]") + _field(9, "[first]") + _field(9, "[avg ms]") + _field(8, "[%]")
+                + _field(8, "[cdf%]") + _field(10, "[mem KB]") + _field(9, "[times called]") + "\t[Name]")
+
+    def table(title: str, ordered: list) -> str:
+        lines, cdf = [header(title)], 0
+        for _i, kind, name, st in ordered:
+            cdf += sum(st.values)
+            lines.append(_field(40, kind) + _field(9, f"{st.first() / 1000.0:.3f}") + _field(9, f"{st.avg() / 1000.0:.3f}")
+                         + _field(7, f"{sum(st.values) * 100.0 / total:.3f}") + "%"
+                         + _field(7, f"{cdf * 100.0 / total:.3f}") + "%" + _field(10, "0.000")
+                         + _field(9, str(st.count // runs)) + f"\t{name}")
+        return "\n".join(lines) + "\n\n"
+
+    by_time = sorted(rows, key=lambda r: r[3].avg(), reverse=True)
+    out = table("Run Order", rows) + table("Top by Computation Time", by_time)
+    types: dict[str, list[int]] = {}
+    for _i, kind, _n, st in rows:
+        t = types.setdefault(kind, [0, 0, 0])
+        t[0] += 1
+        t[1] += sum(st.values) // runs
+        t[2] += st.count // runs
+    acc = sum(v[1] for v in types.values()) or 1
+    out += f"Number of nodes executed: {len(rows)}\n"
+    out += "============================== Summary by node type ==============================\n"
+    out += (_field(40, "[Node type]") + _field(9, "[count]") + _field(10, "[avg ms]") + _field(11, "[avg %]")
+            + _field(11, "[cdf %]") + _field(10, "[mem KB]") + _field(10, "[times called]") + "\n")
+    cdf_pct = 0.0
+    for kind, (count, us, called) in sorted(types.items(), key=lambda kv: kv[1][1], reverse=True):
+        pct = us * 100.0 / acc
+        cdf_pct += pct
+        out += (_field(40, kind) + _field(9, str(count)) + _field(10, f"{us / 1000.0:.3f}")
+                + _field(10, f"{pct:.3f}") + "%" + _field(10, f"{cdf_pct:.3f}") + "%" + _field(10, "0.000")
+                + _field(9, str(called)) + "\n")
+    out += "\n"
+    out += f"Timings (microseconds): {run_total}\nMemory (bytes): count=0\n{len(rows)} nodes observed\n\n"
+    return out
+
+
+def _node_map(text: str, default: float | None = None) -> dict[int, float]:
+    """``N:MS,N:MS`` (or ``N,N`` with ``default``) -> {node: ms}; malformed items are ignored."""
+    out: dict[int, float] = {}
+    for item in text.split(","):
+        node, _, ms = item.strip().partition(":")
+        try:
+            out[int(node)] = float(ms) if ms else float(default if default is not None else "x")
+        except ValueError:
+            continue
+    return out
 
 
 def split_name_and_file(item: str) -> tuple[str, str] | None:

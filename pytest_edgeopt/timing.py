@@ -14,10 +14,12 @@ from pytest_edgeopt.targets.base import LatencySettings
 @dataclass(frozen=True, slots=True)
 class Timed:
     """``first_ms``: the first invoke in ms (on an accelerator it loads the parameters);
-    ``stats``: the steady-state samples in microseconds."""
+    ``stats``: the steady-state samples in microseconds; ``warmup_mean_ms``: mean of the
+    warm-up invokes in ms (``None`` without warm-up)."""
 
     first_ms: float
     stats: LatencyStats
+    warmup_mean_ms: float | None = None
 
 
 def time_invokes(invoke: Callable[[], object], settings: LatencySettings) -> Timed:
@@ -28,8 +30,10 @@ def time_invokes(invoke: Callable[[], object], settings: LatencySettings) -> Tim
     t0 = clock()
     invoke()
     first_ns = clock() - t0
+    w0 = clock()
     for _ in range(settings.warmup):
         invoke()
+    warmup_ns = clock() - w0
     samples: list[int] = []
     append = samples.append
     min_ns, max_ns = int(settings.min_time_s * 1e9), int(settings.max_time_s * 1e9)
@@ -43,4 +47,5 @@ def time_invokes(invoke: Callable[[], object], settings: LatencySettings) -> Tim
         n, elapsed = len(samples), t1 - start
         if (n >= min_n and elapsed >= min_ns) or n >= max_n or elapsed >= max_ns:
             break
-    return Timed(first_ns / 1e6, LatencyStats(tuple(s / 1000.0 for s in samples)))
+    warmup_ms = warmup_ns / 1e6 / settings.warmup if settings.warmup > 0 else None
+    return Timed(first_ns / 1e6, LatencyStats(tuple(s / 1000.0 for s in samples)), warmup_ms)

@@ -388,6 +388,7 @@ def make_target(adb_server: AdbServer, device: Device, standin: Path, phone):
         kw.setdefault("repeats", 2)
         kw.setdefault("step_timeout_s", 60)
         kw.setdefault("reconnect_timeout_s", 15)
+        kw.setdefault("op_profiling", False)  # its own tests are in test_profile_budgets.py; one run less each
         t = AndroidTarget(name, kw.pop("device", device), adb=adb_server.address, **kw)
         made.append(t)
         return t

@@ -290,3 +290,89 @@ def test_nan_average_is_refused() -> None:
     with pytest.raises(BenchmarkOutputError, match="non-finite"):
         parse_benchmark_output("count=1 curr=3\ncount=5 first=1 curr=1 min=1 max=2 avg=nan std=0\n")
     assert math.isnan(float("nan"))
+
+
+# -- placement and per-op time (--enable_op_profiling): formats of profile_summary_formatter.cc,
+# stats_calculator.cc (InitField: a tab, right-aligned, 3 decimals) and profile_summarizer.cc
+# (name "[output tensors]:NODE_INDEX") in google-ai-edge/LiteRT.
+def _row(kind: str, first: float, avg: float, pct: float, cdf: float, name: str) -> str:
+    return (f"\t{kind:>40}\t{first:>9.3f}\t{avg:>9.3f}\t{pct:>7.3f}%\t{cdf:>7.3f}%\t{0.0:>10.3f}\t{1:>9}\t{name}")
+
+
+_HEAD = ("\t" + "[node type]".rjust(40) + "\t" + "[first]".rjust(9) + "\t" + "[avg ms]".rjust(9) + "\t"
+         + "[%]".rjust(8) + "\t" + "[cdf%]".rjust(8) + "\t" + "[mem KB]".rjust(10) + "\t"
+         + "[times called]".rjust(9) + "\t[Name]")
+OP_PROFILE = "\n".join([
+    "INFO: Profiling Info for Benchmark Initialization:",
+    "============================== Run Order ==============================",
+    _HEAD,
+    _row("ModifyGraphWithDelegate", 80.1, 80.1, 91.0, 91.0, "ModifyGraphWithDelegate/0"),
+    _row("AllocateTensors", 7.9, 7.9, 9.0, 100.0, "AllocateTensors/0"),
+    "",
+    "Timings (microseconds): count=1 curr=88000",
+    "Memory (bytes): count=0",
+    "2 nodes observed",
+    "",
+    "INFO: Operator-wise Profiling Info for Regular Benchmark Runs:",
+    "============================== Run Order ==============================",
+    _HEAD,
+    _row("TfLiteGpuDelegateV2", 0.990, 0.905, 76.6, 76.6, "[conv2/Relu]:7"),
+    _row("RESHAPE", 0.004, 0.003, 0.3, 76.9, "[flatten/Reshape]:3"),
+    _row("FULLY_CONNECTED", 0.270, 0.262, 22.2, 99.1, "[dense/MatMul;dense/Relu]:4"),
+    _row("SOFTMAX", 0.012, 0.011, 0.9, 100.0, "[StatefulPartitionedCall:0]:6"),
+    "",
+    "============================== Top by Computation Time ==============================",
+    _HEAD,
+    _row("TfLiteGpuDelegateV2", 0.990, 0.905, 76.6, 76.6, "[conv2/Relu]:7"),
+    "",
+    "Number of nodes executed: 4",
+    "Timings (microseconds): count=845 first=1276 curr=1180 min=1099 max=1510 avg=1181.2 std=41",
+    "Memory (bytes): count=0",
+    "4 nodes observed",
+])
+
+
+def test_op_profile_and_placement_are_read() -> None:
+    text = PARTIAL_GPU.replace(
+        "INFO: Replacing 5 out of 7",
+        "ERROR: Following operations are not supported by GPU delegate:\n"
+        "CUSTOM MyOp: Operation is not supported.\n"
+        "FULLY_CONNECTED: Forced onto the CPU.\n"
+        "5 operations will run on the GPU, and the remaining 2 operations will run on the CPU.\n"
+        "INFO: Replacing 5 out of 7",
+    ) + OP_PROFILE + "\n"
+    out = parse_benchmark_output(text)
+    assert out.inference.count == 845  # the profile's "Timings (microseconds): count=" is not a run's stats
+    (rep,) = out.replacements
+    assert (rep.name, rep.replaced, rep.total, rep.partitions) == ("TfLiteGpuDelegateV2", 5, 7, 2)
+    assert out.unsupported == (("CUSTOM MyOp", "Operation is not supported."), ("FULLY_CONNECTED", "Forced onto the CPU."))
+    assert [(r.index, r.op) for r in out.ops] == [(7, "TfLiteGpuDelegateV2"), (3, "RESHAPE"), (4, "FULLY_CONNECTED"),
+                                                 (6, "SOFTMAX")]  # the regular runs' run order, not the init table
+    fc = out.ops[2]
+    assert (fc.first_ms, fc.avg_ms, fc.percent, fc.name) == (0.270, 0.262, 22.2, "[dense/MatMul;dense/Relu]:4")
+    assert out.to_dict()["replacements"][0]["partitions"] == 2
+
+
+def test_older_replacing_wording_and_no_profile() -> None:
+    text = PARTIAL_GPU.replace("Replacing 5 out of 7 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 2 "
+                               "partitions for the whole graph.",
+                               "Replacing 5 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 2 partitions.")
+    out = parse_benchmark_output(text)
+    (rep,) = out.replacements
+    assert (rep.replaced, rep.total, rep.partitions) == (5, None, 2)
+    assert out.ops == () and out.unsupported == ()
+
+
+def test_placement_and_profile_from_the_parsed_runs() -> None:
+    from pytest_edgeopt.targets.android.android_profile import build_profile
+
+    timed = parse_benchmark_output(PARTIAL_GPU)
+    profiled = parse_benchmark_output(PARTIAL_GPU + OP_PROFILE + "\n")
+    p = build_profile([timed], profiled, gpu=True)
+    assert p.warmup_mean_ms == pytest.approx(1.2129)
+    assert p.placement is not None
+    assert (p.placement.delegated_nodes, p.placement.total_nodes, p.placement.partitions) == (5, 7, 2)
+    assert p.placement.fallback == ((3, "RESHAPE"), (4, "FULLY_CONNECTED"), (6, "SOFTMAX"))
+    assert [o.index for o in p.ops] == [7, 4, 6, 3] and p.ops[0].on == "gpu" and p.ops[1].on == "cpu"
+    bare = build_profile([parse_benchmark_output(NONE_GPU)], None, gpu=True)
+    assert bare.placement is None and bare.ops == () and bare.ops_source is None  # nothing said where ops ran

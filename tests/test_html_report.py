@@ -182,7 +182,7 @@ def test_plots_are_embedded_pngs(page: Page) -> None:
     assert len(srcs) >= 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
     for src in srcs:
         assert base64.b64decode(src.split(",", 1)[1], validate=True).startswith(PNG)
-    assert page.sections == ["summary", "not-passed", "recommendation", "size-accuracy", "latency"]
+    assert page.sections == ["summary", "not-passed", "recommendation", "size-accuracy", "latency", "profile"]
 
 
 def test_nothing_is_fetched_from_elsewhere(html: str, page: Page) -> None:
@@ -218,7 +218,7 @@ def test_trends_appear_only_with_an_earlier_run(doc: dict, html: str) -> None:
     p = Page(out)
     assert p.sections[-1] == "trends"
     assert "Trends over 3 runs" in " ".join(p.text)
-    assert len(p.images()) == 3
+    assert len(p.images()) == 4  # size-accuracy, latency, lifecycle, trends
     assert base64.b64decode(p.images()[-1].split(",", 1)[1]).startswith(PNG)
 
 
@@ -288,7 +288,7 @@ def test_rows_without_figures_still_render(doc: dict) -> None:
     assert results[built_only["variant"]][1]["size KiB"] == f"{built_only['built']['size_bytes'] / 1024:,.1f}"
     assert results[measured[0]["variant"]][1]["metric"] == ""
     assert "no Android device: pass --edgeopt-serial" in " ".join(p.text)
-    assert "size-accuracy" in p.sections and len(p.images()) == 1  # latency only: no metric to plot
+    assert "size-accuracy" in p.sections and len(p.images()) == 2  # latency and lifecycle: no metric to plot
 
 
 def test_recommendation_section_names_the_variant_to_ship() -> None:

@@ -124,13 +124,107 @@ def _edgetpu_explain(m: Measurement, b: Mapping[str, Any]) -> str:
     return "; ".join([report.summary, *report.reasons[:3]])
 
 
+def _need(m: Measurement, keyword: str, value: float | None, what: str) -> float:
+    """``value``, or a :class:`BudgetError` saying this target does not measure ``what``."""
+    if value is None:
+        raise BudgetError(f"{m.variant} on {m.where}: {keyword} needs {what}, which target {m.target} did not "
+                          "measure (see docs/profiling.md for what each target reports)")
+    return float(value)
+
+
+def _profile_value(m: Measurement, which: str) -> float | None:
+    """A lifecycle or profile figure of an observation: ``init_ms``, ``first_inference_ms``,
+    ``peak_memory_mb``, ``edgetpu_offchip_bytes``, ``partitions``, ``delegated_fraction``."""
+    return _figure(m.observation, which)
+
+
+def _figure(o: Any, which: str) -> float | None:
+    if which in ("init_ms", "first_inference_ms"):
+        v = getattr(o, which)
+        return None if v is None else float(v)
+    prof = o.profile
+    if prof is None:
+        return None
+    if which in ("partitions", "delegated_fraction"):
+        if prof.placement is None:
+            return None
+        return float(getattr(prof.placement, which))
+    v = getattr(prof, which)
+    return None if v is None else float(v)
+
+
+#: keyword -> (figure, what it needs, unit formatter)
+_PROFILE_BUDGETS: dict[str, tuple[str, str, Callable[[float], str]]] = {
+    "max_init_ms": ("init_ms", "the model's load/init time", lambda v: f"{v:.4g} ms"),
+    "max_first_inference_ms": ("first_inference_ms", "the first inference's time", lambda v: f"{v:.4g} ms"),
+    "max_peak_memory_mb": ("peak_memory_mb", "the peak memory of loading and running", lambda v: f"{v:.4g} MiB"),
+    "max_edgetpu_offchip_bytes": ("edgetpu_offchip_bytes", "the Edge TPU compiler's off-chip parameter memory",
+                                  _fmt_bytes),
+    "max_delegate_partitions": ("partitions", "the op placement (delegate partitions)", lambda v: f"{v:g}"),
+    "min_delegated_op_fraction": ("delegated_fraction", "the op placement (ops on the delegate)",
+                                  lambda v: f"{v:.3f}"),
+}
+
+
+def _profile_measure(keyword: str) -> Callable[[Measurement, Mapping[str, Any]], float]:
+    which, what, _ = _PROFILE_BUDGETS[keyword]
+    return lambda m, b: _need(m, keyword, _profile_value(m, which), what)
+
+
+def _placement_text(m: Measurement) -> str:
+    prof = m.observation.profile
+    pl = prof.placement if prof else None
+    if pl is None:
+        return ""
+    text = (f"{pl.delegated_nodes} of {pl.total_nodes} ops on {pl.delegate or 'the delegate'}, "
+            f"{pl.partitions} partition{'s' if pl.partitions != 1 else ''}")
+    if pl.fallback:
+        shown = ", ".join(f"{op} #{i}" if i >= 0 else op for i, op in pl.fallback[:5])
+        more = f" and {len(pl.fallback) - 5} more" if len(pl.fallback) > 5 else ""
+        text += f"; on the CPU: {shown}{more}"
+    return text
+
+
+def _profile_explain(keyword: str) -> Callable[[Measurement, Mapping[str, Any]], str]:
+    which, _, fmt = _PROFILE_BUDGETS[keyword]
+
+    def explain(m: Measurement, b: Mapping[str, Any]) -> str:
+        parts = []
+        if which in ("partitions", "delegated_fraction"):
+            parts.append(_placement_text(m))
+        base = _figure(m.baseline, which)
+        if base is not None:
+            parts.append(f"{_base(m)} {fmt(base)}")
+        prof = m.observation.profile
+        if which == "peak_memory_mb" and prof is not None and prof.memory_source:
+            parts.append(f"measured as {prof.memory_source}")
+        if which == "edgetpu_offchip_bytes" and prof is not None and prof.edgetpu_onchip_bytes is not None:
+            parts.append(f"on-chip {_fmt_bytes(prof.edgetpu_onchip_bytes)}")
+        return "; ".join(p for p in parts if p) or "no baseline figure"
+
+    return explain
+
+
+def _count(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        return "a whole number >= 1"
+    return None
+
+
+def _bytes_budget(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        return "a non-negative number of bytes"
+    return None
+
+
 def _pct(m: Measurement, b: Mapping[str, Any]) -> float:
     return float(b.get("latency_percentile", 50))
 
 
 def _base(m: Measurement) -> str:
-    """``fp32``, or ``fp32 on cpu`` when the baseline ran on another target."""
-    return "fp32" if m.baseline.target == m.target else f"fp32 on {m.baseline.target}"
+    """``fp32`` (the baseline's variant), or ``fp32 on cpu`` when the baseline ran on another target."""
+    name = m.baseline.variant or "fp32"
+    return name if m.baseline.target == m.target else f"{name} on {m.baseline.target}"
 
 
 def _acc_explain(m: Measurement, b: Mapping[str, Any]) -> str:
@@ -170,6 +264,20 @@ RULES: dict[str, Rule] = {
              fmt=lambda v: "full" if v >= 1.0 else "not full"),
         Rule("min_edgetpu_op_fraction", "min", "Edge TPU op fraction",
              _edgetpu_fraction, _fraction, _edgetpu_explain),
+        Rule("max_init_ms", "max", "init time", _profile_measure("max_init_ms"), _positive,
+             _profile_explain("max_init_ms"), fmt=_PROFILE_BUDGETS["max_init_ms"][2]),
+        Rule("max_first_inference_ms", "max", "first inference", _profile_measure("max_first_inference_ms"),
+             _positive, _profile_explain("max_first_inference_ms"), fmt=_PROFILE_BUDGETS["max_first_inference_ms"][2]),
+        Rule("max_peak_memory_mb", "max", "peak memory", _profile_measure("max_peak_memory_mb"), _positive,
+             _profile_explain("max_peak_memory_mb"), fmt=_PROFILE_BUDGETS["max_peak_memory_mb"][2]),
+        Rule("max_edgetpu_offchip_bytes", "max", "Edge TPU off-chip parameter memory",
+             _profile_measure("max_edgetpu_offchip_bytes"), _bytes_budget,
+             _profile_explain("max_edgetpu_offchip_bytes"), fmt=_fmt_bytes),
+        Rule("max_delegate_partitions", "max", "delegate partitions", _profile_measure("max_delegate_partitions"),
+             _count, _profile_explain("max_delegate_partitions"), fmt=lambda v: f"{v:g}"),
+        Rule("min_delegated_op_fraction", "min", "delegated op fraction",
+             _profile_measure("min_delegated_op_fraction"), _fraction,
+             _profile_explain("min_delegated_op_fraction")),
     )
 }
 

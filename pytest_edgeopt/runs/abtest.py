@@ -14,7 +14,8 @@ from dataclasses import replace
 import numpy as np
 
 from pytest_edgeopt.labels import where
-from pytest_edgeopt.runs.gate import Comparison, Regression, RowComparison, judge_sensitivity
+from pytest_edgeopt.runs.findings import Regression
+from pytest_edgeopt.runs.gate import Comparison, RowComparison, judge_sensitivity
 from pytest_edgeopt.runs.noise import ALPHA, LatencyChange, latency_exceeds, normal_quantile
 from pytest_edgeopt.runs.tolerance import Tolerance
 
@@ -140,6 +141,8 @@ Remeasure = Callable[[RowComparison], "tuple[Window, Window] | str | None"]
 
 #: The per-row evidence of a row that could not be re-measured.
 TWO_RUNS_ONLY = "latency judged on two runs only"
+#: Why a row whose model file did not change is not re-measured.
+SAME_FILE = "the same model file in both runs: the change is the device's or runtime's"
 
 
 def ab_candidates(comparison: Comparison) -> list[RowComparison]:
@@ -177,7 +180,10 @@ def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int
 
     ``budget_s``: seconds the re-measurements may take (``None``: no limit). A candidate is
     started only when the time spent plus the mean time of the A/Bs so far fits; the rest
-    keep their two-run verdicts, marked ``not confirmed`` and named in a warning.
+    keep their two-run verdicts, marked ``not confirmed`` and named in a warning. A row whose
+    model file is the same in both runs (judged because its device's software or op placement
+    changed) keeps its two-run verdict too (:data:`SAME_FILE`): an A/B of a file against itself
+    cannot see a change of the device.
     ``clock``: seconds, for the budget (monotonic).
 
     Only meaningful when both runs used the same packages and settings
@@ -206,7 +212,9 @@ def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int
         if budget_s is not None and (spent >= budget_s or (done and spent + spent / done > budget_s)):
             unconfirmed = candidates[i - 1:]
             break
-        windows = remeasure(row)
+        # The same file in both runs (judged because the device's software or the op placement
+        # changed): timing it against itself now cannot see that change.
+        windows = SAME_FILE if row.same_model else remeasure(row)
         if windows is None or isinstance(windows, str):
             why = windows or "model file or device unavailable"
             skipped.setdefault(why, []).append(row)
@@ -224,7 +232,8 @@ def confirm_latency(comparison: Comparison, remeasure: Remeasure, *, rounds: int
             regressed += ("latency",)
             regressions.append(Regression(*row.key, metric="latency", baseline=lat.baseline_p50_ms,
                                           current=lat.current_p50_ms, change=lat.change, tolerance=str(tol),
-                                          p_value=lat.p_value, interval=lat.interval, evidence=lat.noise_source))
+                                          p_value=lat.p_value, interval=lat.interval, evidence=lat.noise_source,
+                                          detail=row.latency_detail))
         rows[row.key] = replace(row, latency=lat, regressed=regressed, evidence=lat.noise_source)
     warnings = comparison.warnings
     for why, missed in skipped.items():

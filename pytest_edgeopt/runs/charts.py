@@ -4,7 +4,8 @@ backend change) and returned as ``<img>`` tags with base64 PNG ``data:`` URIs:
 * size (file and gzip) against the metric, one colour per target, its Pareto front drawn
   (:func:`size_accuracy_png`, :func:`pareto_front`);
 * latency per variant and target from the raw samples, as box plots (:func:`latency_png`);
-* p50 latency and metric per variant over runs (:func:`trends_png`).
+* p50 latency and metric per variant over runs (:func:`trends_png`);
+* load, first inference, warm-up and steady-state time per variant (:func:`lifecycle_png`).
 
 Each takes rows of :func:`pytest_edgeopt.runs.rows.merge` (latency in ms, sizes in bytes).
 matplotlib and numpy are imported inside the functions that plot, never at import.
@@ -321,3 +322,44 @@ def trends_png(labels: list[str], series: dict[tuple[str, str, str], dict[int, t
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.81, 0.53), fontsize=8, frameon=False,
                ncol=1 if len(series) <= 26 else 2)
     return _png(fig, "p50 latency and metric per variant over runs")
+
+
+#: Lifecycle phases drawn by :func:`lifecycle_png`: (label, where in a measurement dict).
+LIFECYCLE = (("init (load)", (None, "init_ms")), ("first inference", (None, "first_inference_ms")),
+             ("warm-up mean", ("profile", "warmup_mean_ms")), ("steady p50", ("derived", "p50_ms")))
+
+
+def _phase(m: Mapping[str, Any], where: tuple[str | None, str]) -> float | None:
+    section, key = where
+    d = m if section is None else (m.get(section) or {})
+    v = d.get(key)
+    return float(v) if isinstance(v, (int, float)) and v > 0 else None
+
+
+def lifecycle_png(rows: list[dict[str, Any]], model: str) -> tuple[str, bool]:
+    """Grouped horizontal bars, one group per row (variant on a target): load/init time, the
+    first inference, the warm-up mean and the steady-state p50, in ms. Returns (the
+    ``<img>``, whether the axis is logarithmic). Phases a target did not measure are left out."""
+    labels = [f"{r.get('variant')} on {row_where(r)}" for r in rows]
+    values = [[_phase(r["measurement"], where) for _, where in LIFECYCLE] for r in rows]
+    flat = [v for vs in values for v in vs if v is not None]
+    colour = _colours(name for name, _ in LIFECYCLE)
+    fig = _figure(12.5, 1.2 + 0.62 * len(rows))
+    ax = fig.subplots()
+    band = 0.8 / len(LIFECYCLE)
+    for j, (name, _) in enumerate(LIFECYCLE):
+        kept = [(i - 0.4 + band * (j + 0.5), v) for i, vs in enumerate(values) if (v := vs[j]) is not None]
+        if kept:
+            ax.barh([y for y, _ in kept], [x for _, x in kept], height=band * 0.9, color=colour[name], label=name)
+    log = bool(flat) and max(flat) / min(flat) > 30
+    if log:
+        _log_axis(ax, "x")
+    ax.set_yticks(range(len(rows)), [_t(x) for x in labels], fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("ms" + (" (log scale)" if log else ""))
+    ax.grid(True, axis="x", which="major", color="#e2e2e2", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 1.0 + 0.5 / fig.get_figheight()), ncol=len(LIFECYCLE),
+              frameon=False, fontsize=9)
+    fig.tight_layout()
+    return _png(fig, f"{model}: load, first inference, warm-up and steady-state time per variant"), log

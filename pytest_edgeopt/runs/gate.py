@@ -23,15 +23,20 @@ the latency tolerance the comparison warns that the tolerance cannot be judged h
 (:func:`judge_sensitivity`); a ``latency:5%,strict`` tolerance fails the gate instead.
 
 A variant whose model file is byte-identical to the baseline's, timed by the same package
-versions with the same settings, is not judged: nothing under test changed, so its
-difference is the machine's (``judge_identical=True`` judges it anyway).
+versions with the same settings on a device with the same software (its record's details)
+and the same op placement, is not judged: nothing under test changed, so its difference is
+the machine's (``judge_identical=True`` judges it anyway).
+
+When the runs recorded profiles (:mod:`pytest_edgeopt.runs.explain`), a latency regression
+names the ops whose time grew most, an op that fell off the accelerator is a placement
+regression (``placement:N ops``, ``placement:0ops`` by default once the gate has a tolerance),
+and an accelerator row that got significantly faster warns (fails beyond ``faster:X%``).
 
 Both runs are read as :class:`~pytest_edgeopt.runs.record.RunRecord`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from pytest_edgeopt.labels import where
+from pytest_edgeopt.runs.explain import OpChange, PlacementChange, ProfileVerdict, judge_profiles, placement_change
+from pytest_edgeopt.runs.findings import Refusal, Regression
 from pytest_edgeopt.runs.noise import (
     ALPHA,
     DEFAULT_NOISE,
@@ -48,13 +55,17 @@ from pytest_edgeopt.runs.noise import (
     estimate_noise,
     latency_change,
     latency_exceeds,
-    p_text,
 )
 from pytest_edgeopt.runs.record import ObservationRecord, RunRecord
 from pytest_edgeopt.runs.tolerance import Tolerance, parse_tolerances
 
+__all__ = ["Comparison", "Observed", "Refusal", "Regression", "RowComparison", "compare_runs", "judge_sensitivity",
+           "key_text", "observations", "p50s_of", "run_label"]
+
 #: A measurement's identity across runs: (model, variant, target, device label).
 Key = tuple[str, str, str, str]
+#: Device details that say how a device was reached, not what software it runs.
+_CONNECTION_DETAILS = frozenset({"adb_server", "serial", "transport", "inventory"})
 
 
 # -- matching -----------------------------------------------------------------------------------
@@ -118,69 +129,6 @@ def _model_identity(obs: Observed) -> str | None:
 
 
 # -- results ------------------------------------------------------------------------------------
-def _ms(x: float) -> str:
-    return f"{x * 1000:.4g} us" if abs(x) < 0.1 else f"{x:.4g} ms"
-
-
-@dataclass(frozen=True, slots=True)
-class Regression:
-    """One metric of one measurement that got worse beyond its tolerance.
-
-    ``baseline``/``current`` in the metric's unit (``ms`` p50, ``B``, or the accuracy
-    metric), ``change`` relative (latency, sizes) or in points (accuracy), ``p_value`` and
-    ``interval`` (ratio, low/high) for latency, ``None`` otherwise."""
-
-    model: str
-    variant: str
-    target: str
-    device: str
-    metric: str
-    baseline: float
-    current: float
-    change: float
-    tolerance: str
-    p_value: float | None = None
-    interval: tuple[float, float] | None = None
-    #: What the latency verdict rests on: ``two runs`` or ``A/B in this session, N rounds``.
-    evidence: str | None = None
-
-    @property
-    def message(self) -> str:
-        head = f"{self.model} {self.variant} on {where(self.target, self.device)}: {self.metric}"
-        if self.metric == "latency":
-            lo, hi = self.interval or (math.nan, math.nan)
-            return (f"{head} p50 {_ms(self.baseline)} -> {_ms(self.current)} ({100 * self.change:+.1f}%, "
-                    f"{p_text(self.p_value or 0.0)}, interval {100 * (lo - 1):+.1f}%..{100 * (hi - 1):+.1f}%"
-                    f"{'; ' + self.evidence if self.evidence else ''}) exceeds {self.tolerance}")
-        if self.metric == "accuracy":
-            return (f"{head} {self.baseline:.4f} -> {self.current:.4f} ({self.change:+.2f} pt) exceeds {self.tolerance}")
-        return (f"{head} {self.baseline:,.0f} B -> {self.current:,.0f} B ({100 * self.change:+.2f}%) "
-                f"exceeds {self.tolerance}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "variant": self.variant, "target": self.target, "device": self.device,
-                "metric": self.metric, "baseline": self.baseline, "current": self.current, "change": self.change,
-                "tolerance": self.tolerance, "p_value": self.p_value,
-                "interval": list(self.interval) if self.interval else None, "evidence": self.evidence,
-                "message": self.message}
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A metric of a measurement that was not compared, and why."""
-
-    model: str
-    variant: str
-    target: str
-    device: str
-    metric: str
-    reason: str
-
-    @property
-    def message(self) -> str:
-        what = "not compared" if self.metric == "all" else f"{self.metric} not compared"
-        return f"{self.model} {self.variant} on {where(self.target, self.device)}: {what}: {self.reason}"
-
 
 @dataclass(frozen=True, slots=True)
 class RowComparison:
@@ -191,7 +139,9 @@ class RowComparison:
     ``same_model``: the variant file is byte-identical to the baseline's (``None``: unknown).
     ``evidence``: what the latency verdict rests on (``two runs``, ``A/B in this session, N
     rounds``, ``latency judged on two runs only: ...`` when the A/B could not be made, or
-    ``not confirmed: ...`` when the A/B budget ran out); ``None`` when not judged."""
+    ``not confirmed: ...`` when the A/B budget ran out); ``None`` when not judged.
+    From the runs' profiles (:mod:`pytest_edgeopt.runs.explain`): ``ops_grown``, the ops whose
+    time grew most, and ``placement``, when the op placement changed."""
 
     model: str
     variant: str
@@ -212,6 +162,13 @@ class RowComparison:
     baseline_model_key: str | None = None
     current_model_key: str | None = None
     evidence: str | None = None
+    ops_grown: tuple[OpChange, ...] = ()
+    placement: PlacementChange | None = None
+
+    @property
+    def latency_detail(self) -> str | None:
+        """What a latency regression's message adds: the ops that grew most and the placement change."""
+        return ProfileVerdict(grown=self.ops_grown, placement=self.placement).latency_detail
 
     @property
     def judged(self) -> bool:
@@ -255,7 +212,9 @@ class RowComparison:
                 "same_model": self.same_model, "regressed": list(self.regressed), "cell": self.cell,
                 "detectable": self.detectable, "evidence": self.evidence,
                 "baseline_model_path": self.baseline_model_path, "current_model_path": self.current_model_path,
-                "baseline_model_key": self.baseline_model_key, "current_model_key": self.current_model_key}
+                "baseline_model_key": self.baseline_model_key, "current_model_key": self.current_model_key,
+                "ops_grown": [o.to_dict() for o in self.ops_grown],
+                "placement_change": self.placement.to_dict() if self.placement else None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +346,11 @@ def _environment_warnings(base: RunRecord, cur: RunRecord) -> list[str]:
     return out
 
 
+def _device_software(o: ObservationRecord) -> dict[str, Any]:
+    """What a row's device record says about its software (OS release, SDK, model...)."""
+    return {k: v for k, v in o.device.details.items() if k not in _CONNECTION_DETAILS}
+
+
 def _same_runtime(base: RunRecord, cur: RunRecord) -> bool:
     bm, cm = base.metadata, cur.metadata
     if not bm or not cm:
@@ -436,6 +400,7 @@ def compare_runs(baseline: RunRecord | Mapping[str, Any], current: RunRecord | M
             continue
         regressed: list[str] = []
         lat: LatencyChange | None = None
+        judged = False
 
         def check(metric: str, b_val: float, c_val: float, change: float, **test: Any) -> None:
             t = tols.get(metric)
@@ -448,13 +413,18 @@ def compare_runs(baseline: RunRecord | Mapping[str, Any], current: RunRecord | M
                 regressions.append(Regression(*key, metric=metric, baseline=b_val, current=c_val, change=change,
                                               tolerance=str(t), **test))
 
-        # sizes: exact
-        b_size, c_size = float(b.size_bytes or 0), float(c.size_bytes or 0)
-        size_change = c_size / b_size - 1.0
-        check("size", b_size, c_size, size_change)
-        b_gz, c_gz = float(b.compressed_size_bytes or 0), float(c.compressed_size_bytes or 0)
-        csize_change = c_gz / b_gz - 1.0
-        check("compressed_size", b_gz, c_gz, csize_change)
+        # sizes: exact; one a run file lacks (hand-made, older) is not measured, not compared
+        sizes: dict[str, float | None] = {}
+        for metric, b_n, c_n in (("size", b.size_bytes, c.size_bytes),
+                                 ("compressed_size", b.compressed_size_bytes, c.compressed_size_bytes)):
+            sizes[metric] = None
+            if b_n and c_n:
+                sizes[metric] = change = float(c_n) / float(b_n) - 1.0
+                check(metric, float(b_n), float(c_n), change)
+            elif metric in tols:
+                runs = " and ".join(r for r, n in (("the baseline", b_n), ("this run", c_n)) if not n)
+                refusals.append(Refusal(*key, metric, f"{metric.replace('_', ' ')} not measured in {runs}"))
+        size_change, csize_change = sizes["size"], sizes["compressed_size"]
         # accuracy: exact, on the same eval data only
         acc_change = None
         ba, ca = b.accuracy, c.accuracy
@@ -477,19 +447,27 @@ def compare_runs(baseline: RunRecord | Mapping[str, Any], current: RunRecord | M
         if bs and cs:
             lat = latency_change(bs, cs, noise=noise, alpha=alpha, noise_source=source)
             judged = True
-            if same_model and same_runtime and not judge_identical:
+            # The device's software (an OS update) and the op placement (a changed delegate) are
+            # part of the runtime too: a row where either changed is judged.
+            if (same_model and same_runtime and not judge_identical and _device_software(b) == _device_software(c)
+                    and placement_change(b.profile, c.profile) is None):
                 judged, note = False, "same model file and runtime as the baseline: not judged"
             elif min(len(bs), len(cs)) < 5:
                 few.append(f"{model} {variant} on {where(target, device)} ({len(bs)} and {len(cs)} samples)")
-            if judged and "latency" in tols:
-                check("latency", lat.baseline_p50_ms, lat.current_p50_ms, lat.change, significant=lat.p_value < alpha,
-                      p_value=lat.p_value, interval=lat.interval, evidence="two runs")
+        profiles = judge_profiles(key, b.profile, c.profile, lat, tols, judged=judged)
+        if lat is not None and judged and "latency" in tols:
+            check("latency", lat.baseline_p50_ms, lat.current_p50_ms, lat.change, significant=lat.p_value < alpha,
+                  p_value=lat.p_value, interval=lat.interval, evidence="two runs", detail=profiles.latency_detail)
+        regressions += profiles.regressions
+        regressed += [g.metric for g in profiles.regressions]
+        warnings += profiles.warnings
         rows.append(RowComparison(*key, status="compared", latency=lat, latency_note=note, size_change=size_change,
                                   compressed_size_change=csize_change, accuracy_change=acc_change,
                                   same_model=same_model, regressed=tuple(regressed),
                                   baseline_model_path=bo.model_path, current_model_path=co.model_path,
                                   baseline_model_key=bo.model_key, current_model_key=co.model_key,
-                                  evidence="two runs" if lat is not None and note is None else None))
+                                  evidence="two runs" if lat is not None and note is None else None,
+                                  ops_grown=profiles.grown, placement=profiles.placement))
     missing = [r for r in rows if r.status == "missing"]
     if missing:
         names = ", ".join(f"{r.variant} on {where(r.target, r.device)}" for r in missing[:8])

@@ -10,7 +10,9 @@ The run is a :class:`~pytest_edgeopt.runs.record.RunRecord` or its document (wha
 * the reasons of every test that did not pass;
 * size (file and gzip) against the metric, one colour per target, its Pareto front drawn;
 * latency per variant and target from the raw samples (box plots);
-* trends (p50 latency and metric per variant over runs), when ``history`` holds earlier runs.
+* trends (p50 latency and metric per variant over runs), when ``history`` holds earlier runs;
+* load, memory, placement and the slowest ops per variant (:mod:`pytest_edgeopt.runs.html_profile`),
+  the per-op times beside the baseline run's when comparing.
 
 Every figure comes from the document. Plots are PNG made by matplotlib's Agg canvas
 (:mod:`pytest_edgeopt.runs.charts`) and embedded as base64 ``data:`` URIs; the CSS is
@@ -29,6 +31,7 @@ from typing import Any
 from pytest_edgeopt.atomic import atomic_write_bytes
 from pytest_edgeopt.labels import where as where_label
 from pytest_edgeopt.runs.charts import latency_png, row_where, samples_ms, size_accuracy_png, trends_png
+from pytest_edgeopt.runs.html_profile import profile_section, row_id
 from pytest_edgeopt.runs.recommend import recommend
 from pytest_edgeopt.runs.record import RunRecord
 from pytest_edgeopt.runs.rows import merge
@@ -72,6 +75,9 @@ code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "Dej
 table { border-collapse: collapse; font-size: .88rem; }
 .table-wrap { overflow-x: auto; }
 table.summary { width: 100%; }
+table.profile th, table.profile td { padding: 3px 7px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+table.profile th { text-align: left; background: #f3f5f8; }
+table.profile td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.summary th, table.summary td { padding: 4px 7px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 table.summary th { text-align: left; background: #f3f5f8; position: sticky; top: 0; cursor: help; }
 table.summary td.num, table.summary th.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -99,19 +105,21 @@ footer { margin-top: 40px; color: var(--muted); font-size: .8rem; }
 """
 
 # -- entry points ---------------------------------------------------------------------------------
-def write_html(path: Path, doc: Run, history: Sequence[Run] | None = None) -> None:
+def write_html(path: Path, doc: Run, history: Sequence[Run] | None = None, baseline: Run | None = None) -> None:
     """Write :func:`render_html` of ``doc`` to ``path`` atomically.
 
     Raises ImportError naming the package when matplotlib is not installed.
     """
-    atomic_write_bytes(Path(path), render_html(doc, history).encode("utf-8"))
+    atomic_write_bytes(Path(path), render_html(doc, history, baseline).encode("utf-8"))
 
 
-def render_html(doc: Run, history: Sequence[Run] | None = None) -> str:
+def render_html(doc: Run, history: Sequence[Run] | None = None, baseline: Run | None = None) -> str:
     """The report of one run as one HTML page (UTF-8 text, no external reference).
 
     ``history`` are earlier runs, oldest first; trends are drawn when they and ``doc`` make
-    two runs or more (a copy of ``doc`` in ``history`` is counted once).
+    two runs or more (a copy of ``doc`` in ``history`` is counted once). ``baseline``: the
+    run compared with (default: the run of ``history`` the comparison names), whose per-op
+    times the per-op tables show beside this run's.
     """
     record = RunRecord.of(doc)
     records = _records(record)
@@ -134,6 +142,9 @@ def render_html(doc: Run, history: Sequence[Run] | None = None) -> str:
     if plotted:
         parts.append(_size_accuracy_section(plotted, models))
         parts.append(_latency_section(plotted, models))
+        base = _baseline_run(record, runs, baseline)
+        base_rows = {row_id(r): r["measurement"] for r in merge(_records(base)) if r.get("measurement")} if base else None
+        parts.append(profile_section(plotted, models, base_rows, base.name if base else None))
     if len(runs) >= 2:
         parts.append(_trends_section(runs))
     parts.append(f'<footer>pytest-edgeopt {_e(_version(record))}, JSON schema {_e(record.schema)}. '
@@ -424,6 +435,18 @@ def _latency_section(rows: list[dict[str, Any]], models: list[str]) -> str:
     return "\n".join(out)
 
 # -- trends ----------------------------------------------------------------------------------------------------------
+def _baseline_run(record: RunRecord, runs: Sequence[RunRecord], given: Run | None) -> RunRecord | None:
+    """The run ``record`` was compared with: ``given``, else the run of ``runs`` its
+    comparison names; ``None`` without a comparison."""
+    if given is not None:
+        return RunRecord.of(given)
+    name = (record.comparison or {}).get("baseline")
+    if not name:
+        return None
+    found = [r for r in runs if r.name == name and _run_id(r) != _run_id(record)]
+    return found[-1] if found else None
+
+
 def _run_id(record: RunRecord) -> tuple[Any, ...]:
     return (record.number, record.name, _run_time(record), record.commit)
 

@@ -5,7 +5,13 @@ fails the gate (:mod:`pytest_edgeopt.runs.gate`).
 
 A latency tolerance may end in ``,strict`` (``latency:5%,strict``): when the run's noise
 lets it detect only slow-downs larger than the tolerance, the session fails instead of
-warning that the tolerance cannot be judged."""
+warning that the tolerance cannot be judged.
+
+Two metrics judge an accelerator's behaviour rather than "worse" (:mod:`pytest_edgeopt.runs.explain`):
+``faster:20%`` fails the gate when a variant got significantly faster than that on an accelerator
+target (a changed delegate or skipped work; a warning above 10% without it), and
+``placement:2ops`` lets up to that many more ops fall off the accelerator (default ``placement:0ops``
+whenever the gate has a tolerance)."""
 
 from __future__ import annotations
 
@@ -14,11 +20,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-METRICS = ("latency", "size", "compressed_size", "accuracy")
-UNITS = {"latency": ("%", "ms", "us"), "size": ("%", "B"), "compressed_size": ("%", "B"), "accuracy": ("pt",)}
+METRICS = ("latency", "size", "compressed_size", "accuracy", "faster", "placement")
+UNITS = {"latency": ("%", "ms", "us"), "size": ("%", "B"), "compressed_size": ("%", "B"), "accuracy": ("pt",),
+         "faster": ("%",), "placement": ("ops",)}
 _GRAMMAR = ("METRIC:AMOUNT[UNIT][,strict] with METRIC:UNITS latency:% ms us, size:% B, compressed_size:% B, accuracy:pt "
-            "(percentage points of the metric); e.g. latency:5%, latency:0.2ms, size:1%, compressed_size:1%, "
-            "accuracy:0.5pt, latency:5%,strict")
+            "(percentage points of the metric), faster:% (an accelerator row got that much faster), placement:ops "
+            "(more ops off the accelerator); e.g. latency:5%, latency:0.2ms, size:1%, compressed_size:1%, "
+            "accuracy:0.5pt, latency:5%,strict, faster:20%, placement:0ops")
 _EXPR_RE = re.compile(r"^\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z%]*)\s*"
                       r"(?:,\s*([a-z]+)\s*)?$")
 #: Flags a tolerance may end with (``latency:5%,strict``), by metric.
@@ -28,7 +36,9 @@ FLAGS = {"latency": ("strict",)}
 @dataclass(frozen=True, slots=True)
 class Tolerance:
     """How much worse ``metric`` may get: ``amount`` in ``unit`` (``%`` of the baseline,
-    ``ms``/``us`` of p50 latency, ``B`` of size, ``pt`` = hundredths of the accuracy metric).
+    ``ms``/``us`` of p50 latency, ``B`` of size, ``pt`` = hundredths of the accuracy metric,
+    ``ops`` more ops off the accelerator); for ``faster``, how much faster (``%`` of the
+    baseline p50) an accelerator row may get.
     ``strict`` (latency only): a run too noisy to judge the tolerance fails the gate."""
 
     metric: str
@@ -41,12 +51,15 @@ class Tolerance:
 
     def exceeded(self, baseline: float, current: float) -> bool:
         """Whether ``current`` is worse than ``baseline`` by more than the tolerance (larger is
-        worse for latency and sizes, smaller for accuracy)."""
+        worse for latency, sizes and ops off the accelerator, smaller for accuracy; for
+        ``faster``, a p50 below the baseline's by more than the tolerance)."""
         if self.metric == "accuracy":
             return (baseline - current) * 100.0 > self.amount + 1e-9
+        if self.metric == "faster":
+            return current < baseline * (1.0 - self.amount / 100.0) * (1 - 1e-12)
         if self.unit == "%":
             return current > baseline * (1.0 + self.amount / 100.0) * (1 + 1e-12)
-        scale = {"ms": 1.0, "us": 1e-3, "B": 1.0}[self.unit]
+        scale = {"ms": 1.0, "us": 1e-3, "B": 1.0, "ops": 1.0}[self.unit]
         return current - baseline > self.amount * scale * (1 + 1e-12)
 
 
@@ -64,6 +77,8 @@ def parse_tolerance(expr: str) -> Tolerance:
                          f"got {unit or 'none'!r}; expected {_GRAMMAR}")
     if not math.isfinite(amount):
         raise ValueError(f"tolerance {expr!r}: the amount must be a finite number")
+    if metric == "faster" and amount >= 100:
+        raise ValueError(f"tolerance {expr!r}: a variant cannot get 100% faster or more; give less than 100%")
     if flag and flag not in FLAGS.get(metric, ()):
         raise ValueError(f"tolerance {expr!r}: unknown flag {flag!r}"
                          + (f"; {metric} takes {', '.join(FLAGS[metric])}" if metric in FLAGS else

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from pytest_edgeopt.profile import Profile
     from pytest_edgeopt.results import LatencyStats
 
 
@@ -103,12 +104,15 @@ class LatencyResult:
     and the first invoke, which on accelerators loads parameters). ``extras`` carries
     target-specific facts that go into the measurement and the JSON (GPU delegation
     outcome, memory footprint in MB, Edge TPU compile log...), JSON-serialisable.
+    ``profile``: warm-up, peak memory, placement and per-op times where the target
+    measures them (:class:`~pytest_edgeopt.profile.Profile`).
     """
 
     stats: LatencyStats
     init_ms: float | None = None
     first_inference_ms: float | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    profile: Profile | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 Latency: warm-up invokes, then timed invokes until both a minimum count and a minimum
 time are reached; each sample is one ``invoke()`` timed with ``perf_counter_ns`` and
-nothing else inside the timed region. Accuracy: the eval set in batches (the input's
+nothing else inside the timed region. Also measured: model load (``init_ms``), the first
+invoke, the warm-up mean and the peak RSS growth of loading and running the model
+(:mod:`pytest_edgeopt.targets.host_memory`); no per-op times (LiteRT's Python interpreter
+has no profiler API). Accuracy: the eval set in batches (the input's
 batch axis resized, else the model's own batch size), variable tensors (RNN state) reset
 before each batch, or fed in order as one sequence for a stateful model; quantized I/O
 converted with the tensors' scale and zero point.
@@ -23,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_edgeopt.profile import Profile
 from pytest_edgeopt.targets.base import HOST, Device, LatencyResult, LatencySettings, TargetError, VariantBroken
+from pytest_edgeopt.targets.host_memory import SOURCE, PeakRss
 from pytest_edgeopt.tensors import ModelIO, outputs_to_float, to_model_input
 from pytest_edgeopt.timing import time_invokes
 from pytest_edgeopt.workers.stage import stage
@@ -41,6 +46,10 @@ def make_interpreter(model: Path | bytes, threads: int = 1) -> tuple[Any, str]:
 
     Tries the default resolver (XNNPACK) first; a model XNNPACK refuses to prepare (e.g.
     sparse int8, see FACTS) falls back to the builtin kernels without default delegates.
+    XNNPACK is the fastest CPU path LiteRT 2.3 offers here: ``benchmarks/cpu_kernels.py``
+    (2026-12-07, x86-64 AVX2, 1 thread) ran fp32 and int8 MobileNet/MobileNetV2 wholly in
+    it, 2-3x faster than the builtin kernels; XNNPACK's "latest features" and the
+    CompiledModel API were no faster; the reference kernels abort on int8 MobileNet.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -67,9 +76,30 @@ def sample_input(io: ModelIO, rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
+_runtime_warmed = False
+
+
+def _warm_runtime(model: Path, threads: int) -> None:
+    """Once per process: load and invoke ``model`` untimed, so the runtime's one-time set-up
+    (library, XNNPACK, thread pool) is not charged to whichever variant is measured first."""
+    global _runtime_warmed
+    if _runtime_warmed:
+        return
+    _runtime_warmed = True
+    interp, _ = make_interpreter(model, threads)
+    io = ModelIO.of_interpreter(interp)
+    for spec, x in zip(io.inputs, sample_input(io, np.random.default_rng(0))):
+        interp.set_tensor(spec.index, x)
+    time_invokes(interp.invoke, LatencySettings(warmup=1, min_samples=2, min_time_s=0.0))
+    del interp
+
+
 def measure_latency(model: Path, settings: LatencySettings) -> LatencyResult:
     """Latency of the ``.tflite`` at ``model`` in this process (see the module docstring)."""
     stage("load")
+    _warm_runtime(model, settings.threads)
+    peak = PeakRss()
+    peak.start()
     t0 = time.perf_counter_ns()
     interp, resolver = make_interpreter(model, settings.threads)
     init_ns = time.perf_counter_ns() - t0
@@ -78,6 +108,7 @@ def measure_latency(model: Path, settings: LatencySettings) -> LatencyResult:
         interp.set_tensor(spec.index, x)
     stage("invoke")
     timed = time_invokes(interp.invoke, settings)
+    peak_mb = peak.peak_mb()
     stage("teardown")
     del interp  # freed here, so a crash in the interpreter's destructor is blamed on teardown
     return LatencyResult(
@@ -85,6 +116,9 @@ def measure_latency(model: Path, settings: LatencySettings) -> LatencyResult:
         init_ms=init_ns / 1e6,
         first_inference_ms=timed.first_ms,
         extras={"op_resolver": resolver, "threads": settings.threads},
+        # No per-op times: ai_edge_litert's Python Interpreter has no profiler API (see docs/profiling.md).
+        profile=Profile(warmup_mean_ms=timed.warmup_mean_ms, peak_memory_mb=peak_mb,
+                        memory_source=SOURCE if peak_mb is not None else None),
     )
 
 

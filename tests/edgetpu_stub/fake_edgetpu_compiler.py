@@ -105,7 +105,8 @@ def main(argv: list[str]) -> int:
         print(f"Output size: {_size(len(data) + len(MARKER))}")
         print(f"On-chip memory used for caching model parameters: {_size(len(data) // 2)}")
         print("On-chip memory remaining for caching model parameters: 7.62MiB")
-        print("Off-chip memory used for streaming uncached model parameters: 0.00B")
+        offchip = int(os.environ.get("FAKE_EDGETPU_OFFCHIP_BYTES", "0") or 0)  # a model too big for the cache
+        print(f"Off-chip memory used for streaming uncached model parameters: {_size(offchip)}")
         print("Number of Edge TPU subgraphs: 1")
         print(f"Total number of operations: {report.total_ops}")
         print(f"Operation log: {log}")

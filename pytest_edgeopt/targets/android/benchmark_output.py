@@ -12,6 +12,19 @@ in ``xla/tsl/util/stats_calculator.h``, across old and new builds:
 - Lines may carry a ``INFO: `` prefix (console builds) or none (old builds), and other
   log lines (delegate creation, parameters, op profiling tables) are interleaved.
 
+With ``--enable_op_profiling=true`` the tool also prints (``ProfileSummaryDefaultFormatter::
+HandleOutput`` in ``tflite/profiling/profile_summary_formatter.cc``, tables by
+``StatsCalculator`` in ``stats_calculator.cc``) ``Profiling Info for Benchmark
+Initialization:`` and ``Operator-wise Profiling Info for Regular Benchmark Runs:``, each
+followed by ``====... Run Order ====...`` and ``Top by Computation Time`` tables of
+tab-separated columns ``[node type] [first] [avg ms] [%] [cdf%] [mem KB] [times called]
+[Name]``, where the name is ``[output tensor names]:NODE_INDEX`` (``profile_summarizer.cc``);
+:func:`parse_op_profile` reads the run-order table of the regular runs. The delegate's
+``Replacing N out of M node(s) with delegate (NAME) node, yielding K partitions for the
+whole graph.`` (older builds: ``Replacing N node(s) with delegate (NAME) node, yielding K
+partitions.``) is read into :class:`DelegateReplacement`, the GPU delegate's ``Following
+operations are not supported by GPU delegate:`` list into ``unsupported``.
+
 The first stats line belongs to the warm-up runs, the second to the timed runs (the tool
 prints ``Running benchmark for at least ...`` before each). Output without the timed-run
 stats (a crash, a truncated log, another tool) raises :class:`BenchmarkOutputError`
@@ -63,6 +76,16 @@ _NONE = re.compile(
     r"Though (?P<name>\S+) delegate is explicitly applied, the model graph will not be executed by the delegate"
 )
 _ERROR = re.compile(r"^(?:ERROR|E)\b[:/ ]|\bERROR: |Aborted|Check failed|FATAL")
+_REPLACING = re.compile(
+    r"Replacing (?P<n>\d+)(?: out of (?P<m>\d+))? node\(s\) with delegate \((?P<name>[^)]*)\) node, "
+    r"yielding (?P<k>\d+) partitions"
+)
+_UNSUPPORTED_HEAD = "Following operations are not supported by"
+_UNSUPPORTED_OP = re.compile(r"^(?:(?:INFO|ERROR|WARN|WARNING): )?(?P<op>[A-Z][A-Za-z0-9_/ ]*?): (?P<why>.+)$")
+_RUN_PROFILE_HEAD = "Operator-wise Profiling Info for Regular Benchmark Runs:"
+_INIT_PROFILE_HEAD = "Profiling Info for Benchmark Initialization:"
+_TABLE_HEAD = re.compile(r"^=+ (?P<title>.+?) =+$")
+_NODE_INDEX = re.compile(r":(?P<index>\d+)$")
 
 
 class BenchmarkOutputError(ValueError):
@@ -134,6 +157,73 @@ class DelegateOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class DelegateReplacement:
+    """One ``Replacing N out of M node(s) with delegate (NAME) node, yielding K partitions``
+    line: ``replaced`` nodes of ``total`` (``None`` in older builds' wording) went to the
+    delegate ``name`` (``TfLiteGpuDelegateV2``, ``TfLiteXNNPackDelegate``); ``partitions``
+    is the graph's node subsets after it (delegate kernels and the CPU runs between them)."""
+
+    name: str
+    replaced: int
+    total: int | None
+    partitions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "replaced": self.replaced, "total": self.total, "partitions": self.partitions}
+
+
+@dataclass(frozen=True, slots=True)
+class OpRow:
+    """One row of the ``Run Order`` table: node ``index`` (from the name's ``:N``, ``-1``
+    if absent), ``op`` type (``CONV_2D``, ``TfLiteGpuDelegateV2``...), ``first_ms`` and
+    ``avg_ms`` per inference, its share ``percent`` of the run, ``name`` as printed."""
+
+    index: int
+    op: str
+    first_ms: float
+    avg_ms: float
+    percent: float
+    name: str
+
+
+def parse_op_profile(text: str) -> tuple[OpRow, ...]:
+    """The ``Run Order`` table of the regular runs' operator-wise profile (primary graph,
+    the first table after the heading), in run order; ``()`` when the output has none."""
+    lines = text.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if _RUN_PROFILE_HEAD in ln)
+    except StopIteration:
+        return ()
+    rows: list[OpRow] = []
+    in_table = False
+    for raw in lines[start + 1:]:
+        line = raw.strip()
+        head = _TABLE_HEAD.match(line)
+        if head:
+            if in_table:
+                break
+            in_table = head.group("title") == "Run Order"
+            continue
+        if _INIT_PROFILE_HEAD in line:
+            break
+        if not in_table or not line or line.startswith("[node type]"):
+            if in_table and rows and not line:
+                break
+            continue
+        cols = [c.strip() for c in raw.split("\t") if c.strip()]
+        if len(cols) < 8:
+            continue
+        try:
+            first, avg, pct = float(cols[1]), float(cols[2]), float(cols[3].rstrip("%"))
+        except ValueError:
+            continue
+        name = "\t".join(cols[7:])
+        m = _NODE_INDEX.search(name)
+        rows.append(OpRow(int(m.group("index")) if m else -1, cols[0], first, avg, pct, name))
+    return tuple(rows)
+
+
+@dataclass(frozen=True, slots=True)
 class BenchmarkOutput:
     """Everything ``benchmark_model`` reported about one run of the tool.
 
@@ -159,6 +249,9 @@ class BenchmarkOutput:
     delegates: tuple[DelegateOutcome, ...] = ()
     errors: tuple[str, ...] = ()
     tail: str = ""
+    replacements: tuple[DelegateReplacement, ...] = ()
+    unsupported: tuple[tuple[str, str], ...] = ()
+    ops: tuple[OpRow, ...] = ()
 
     @property
     def delegation(self) -> str | None:
@@ -192,6 +285,8 @@ class BenchmarkOutput:
             "delegation": self.delegation,
             "delegate_kernels": self.delegate_kernels,
             "delegates": [d.to_dict() for d in self.delegates],
+            "replacements": [r.to_dict() for r in self.replacements],
+            "unsupported": [list(u) for u in self.unsupported],
         }
 
 
@@ -240,10 +335,29 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
     found: dict[str, Any] = {}
     delegates: list[DelegateOutcome] = []
     errors: list[str] = []
+    replacements: list[DelegateReplacement] = []
+    unsupported: list[tuple[str, str]] = []
+    in_unsupported = False
 
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
+            continue
+        if _UNSUPPORTED_HEAD in line:
+            in_unsupported = True
+            if _ERROR.search(line):
+                errors.append(line)
+            continue
+        if in_unsupported:
+            op = _UNSUPPORTED_OP.match(line)
+            if op and "operations will run on" not in line:
+                unsupported.append((op.group("op"), op.group("why")))
+                continue
+            in_unsupported = False
+        if m := _REPLACING.search(line):
+            replacements.append(DelegateReplacement(
+                m.group("name"), int(m.group("n")), int(m.group("m")) if m.group("m") else None,
+                int(m.group("k"))))
             continue
         m = _STATS.search(line)
         if m and "=" not in line[: m.start()] and not any(tag in line[: m.start() + 1] for tag in _NOT_RUN_STATS):
@@ -291,5 +405,8 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
         delegates=tuple(delegates),
         errors=tuple(errors),
         tail=output_tail(text),
+        replacements=tuple(replacements),
+        unsupported=tuple(unsupported),
+        ops=parse_op_profile(text),
         **found,
     )

@@ -36,12 +36,14 @@ import shlex
 import statistics
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytest_edgeopt.results import LatencyStats
+from pytest_edgeopt.targets.android.android_profile import build_profile
 from pytest_edgeopt.targets.android.benchmark_output import (
     BenchmarkOutput,
     BenchmarkOutputError,
@@ -142,6 +144,7 @@ class AndroidTarget:
         gpu_precision_loss_allowed: bool | None = None,
         predict_batch: int = 64,
         reconnect_timeout_s: float | None = None,
+        op_profiling: bool = True,
     ) -> None:
         self.name = name
         self.device = device
@@ -152,6 +155,7 @@ class AndroidTarget:
         self.repeats = max(1, int(repeats))
         self.gpu_precision_loss_allowed = gpu_precision_loss_allowed
         self.predict_batch = max(1, int(predict_batch))
+        self.op_profiling = op_profiling
         self.run_dir_arg = validate_remote_path(run_dir) if run_dir else None
         serial = validate_serial(device.id)
         self.adb = adb or str(device.details.get("adb_server") or "") or default_adb_address()
@@ -286,7 +290,10 @@ class AndroidTarget:
         prints aggregates, not per-invoke times), so ``stats`` has ``repeats`` samples,
         each a mean of many invokes; the tool's own per-invoke min/median/p95 of every run
         are in ``extras["benchmark"]["runs"]``. ``init_ms``/``first_inference_ms`` are the
-        medians over the runs; memory figures the maxima.
+        medians over the runs; memory figures the maxima. With ``op_profiling`` (default),
+        one more short run with ``--enable_op_profiling=true`` gives the per-op times;
+        ``profile`` holds warm-up, peak memory, placement and those times
+        (:func:`~pytest_edgeopt.targets.android.android_profile.build_profile`).
         """
         self.prepare()
         assert self._rundir is not None and self._binary is not None
@@ -313,7 +320,27 @@ class AndroidTarget:
                 outputs.append(parse_benchmark_output(res.output))
             except BenchmarkOutputError as e:
                 raise TargetError(f"{self.link.who}: step '{step}': {e}") from None
-        return self._latency_result(outputs, args, threads)
+        profiled = self._op_profile_run(model, remote_model, settings, threads, per_run) if self.op_profiling else None
+        result = self._latency_result(outputs, args, threads)
+        return replace(result, profile=build_profile(outputs, profiled, gpu=self.gpu))
+
+    def _op_profile_run(self, model: Path, remote_model: str, settings: LatencySettings, threads: int,
+                        per_run: int) -> BenchmarkOutput | None:
+        """One more, short run with ``--enable_op_profiling=true`` (kept out of the timed
+        samples: the profiler's per-op events add overhead); ``None`` if its output has no
+        profile (a build without the profiler)."""
+        assert self._binary is not None
+        args = benchmark_args(self._binary, remote_model, warmup_runs=max(1, settings.warmup), num_runs=min(per_run, 20),
+                              min_secs=0, report_peak_memory=False,
+                              extra=["--enable_op_profiling=true"], **self._delegate_flags(threads))
+        pid_file = self._pid_file()
+        script = f"echo $$ > {shlex.quote(pid_file)}; exec {shell_join(args)} 2>&1"
+        res = self._run_tool(f"op profile {Path(model).name}", script, pid_file)
+        try:
+            out = parse_benchmark_output(res.output)
+        except BenchmarkOutputError as e:
+            raise TargetError(f"{self.link.who}: step 'op profile {Path(model).name}': {e}") from None
+        return out if out.ops else None
 
     def _latency_result(self, outputs: list[BenchmarkOutput], args: list[str], threads: int) -> LatencyResult:
         def med(values: list[float | None]) -> float | None:

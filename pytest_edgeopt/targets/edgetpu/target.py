@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_edgeopt.profile import Placement, Profile
 from pytest_edgeopt.targets.base import (
     Device,
     Discovery,
@@ -40,6 +41,7 @@ from pytest_edgeopt.targets.base import (
 )
 from pytest_edgeopt.targets.edgetpu.compat import EdgeTpuIncompatible, EdgeTpuReport, analyze
 from pytest_edgeopt.targets.edgetpu.compiler import INSTALL_HINT, CompileCache, CompileLog, find_compiler
+from pytest_edgeopt.targets.host_memory import SOURCE, PeakRss
 from pytest_edgeopt.tensors import ModelIO, TensorSpec, outputs_to_float, to_model_input
 from pytest_edgeopt.timing import time_invokes
 
@@ -333,6 +335,8 @@ class EdgeTpuTarget:
     def latency(self, model: Path, settings: LatencySettings) -> LatencyResult:
         prepared = self.prepare(model)
         clock = time.perf_counter_ns
+        peak = PeakRss()
+        peak.start()
         t0 = clock()
         interp, delegate = self._open(prepared.path, max(1, settings.threads))
         init_ns = clock() - t0
@@ -348,11 +352,20 @@ class EdgeTpuTarget:
         finally:
             del interp
             del delegate
+        peak_mb = peak.peak_mb()
+        log = prepared.compile_log
         return LatencyResult(
             stats=timed.stats,
             init_ms=init_ns / 1e6,
             first_inference_ms=timed.first_ms,
             extras=self._extras(prepared, settings.threads),
+            profile=Profile(
+                warmup_mean_ms=timed.warmup_mean_ms, peak_memory_mb=peak_mb,
+                memory_source=SOURCE.replace("in the worker", "in the test process") if peak_mb is not None else None,
+                placement=edgetpu_placement(prepared.report, log),
+                edgetpu_onchip_bytes=log.on_chip_memory_used_bytes if log else None,
+                edgetpu_offchip_bytes=log.off_chip_memory_used_bytes if log else None,
+            ),
         )
 
     def predict(self, model: Path, inputs: np.ndarray) -> Sequence[np.ndarray]:
@@ -408,6 +421,19 @@ class EdgeTpuTarget:
 
     def close(self) -> None:
         self._prepared.clear()
+
+
+def edgetpu_placement(report: EdgeTpuReport, log: CompileLog | None) -> Placement:
+    """Where the model's ops run: on the Edge TPU as the compiler counted them (else as
+    :func:`~pytest_edgeopt.targets.edgetpu.compat.analyze` predicts), ``partitions`` the
+    runs of TPU / CPU ops in graph order (the ``yielding K partitions`` of a delegate), and
+    every op left on the CPU by node index and type."""
+    on = [o.on_edgetpu for o in report.ops]
+    partitions = sum(1 for i, x in enumerate(on) if i == 0 or x != on[i - 1])
+    total = log.total_ops if log is not None and log.total_ops else report.total_ops
+    mapped = log.edgetpu_ops if log is not None and log.edgetpu_ops is not None else report.edgetpu_ops
+    fallback = tuple((o.index, o.op) for o in report.ops if not o.on_edgetpu)
+    return Placement(total, mapped, max(1, partitions) if total else 0, "edgetpu", fallback)
 
 
 def _sample(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
