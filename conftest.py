@@ -54,7 +54,7 @@ def tensorflow_loaded() -> None:
     import_tf()
     import_keras()
     import_tfmot()
-    import ai_edge_quantizer.quantizer  # noqa: F401 (imported for its side effect: loaded once)
+    import litert_quantizer.quantizer  # noqa: F401 (imported for its side effect: loaded once)
 
 
 # -- Android: a real adb server and the emulated device ---------------------------------------

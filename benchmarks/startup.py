@@ -32,7 +32,7 @@ from sidebyside import Ratio, alternate, header, run_child, say
 TARGET = 1.05
 #: pytest arguments that turn off every plugin this package installs (its pytest11 entry points).
 WITHOUT = ("-p", "no:edgeopt", "-p", "no:edgeopt-cpu", "-p", "no:edgeopt-android", "-p", "no:edgeopt-edgetpu")
-HEAVY = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "ai_edge_quantizer", "ai_edge_litert",
+HEAVY = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "litert_quantizer", "ai_edge_litert",
          "numpy", "pandas", "matplotlib", "filelock", "adbutils")
 
 TEST_MODULE = '''import pytest

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 #: Model kinds. ``keras``: a tf_keras (Keras 2) model, every variant; ``keras3``: a
-#: Keras 3 model, post-training variants only (tfmot needs Keras 2); ``saved_model``:
-#: a SavedModel directory (fine-tunable only when it is a Keras SavedModel);
-#: ``tflite``: a float ``.tflite``, the fp32 baseline and AI Edge Quantizer variants.
+#: Keras 3 model, every variant (tfmot fine-tunes its tf_keras twin, see
+#: :mod:`pytest_edgeopt.variants.keras_bridge`); ``saved_model``: a SavedModel directory
+#: (fine-tunable only when it is a Keras SavedModel); ``tflite``: a float ``.tflite``, the
+#: post-training variants through AI Edge Quantizer, no fine-tuning.
 KINDS = ("keras", "keras3", "saved_model", "tflite")
 
 #: Metric names understood without a callable.
@@ -137,7 +138,7 @@ def classify_path(path: Path) -> ModelSource:
         if version is None:
             raise ModelError(f"{path} is not a readable .keras archive (no metadata.json): is it truncated?")
         kind = "keras" if version.startswith("2.") else "keras3"
-        return ModelSource(kind, path, None, trainable=kind == "keras")
+        return ModelSource(kind, path, None, trainable=True)
     raise ModelError(
         f"cannot tell what kind of model {path.name} is: use a .keras/.h5 file, a SavedModel "
         "directory or a .tflite file"
@@ -145,12 +146,15 @@ def classify_path(path: Path) -> ModelSource:
 
 
 def classify_object(obj: Any) -> ModelSource:
-    """Decide the kind of an in-memory model from its class's module."""
+    """Decide the kind of an in-memory model from its class's module (or its nearest base
+    class's, for a subclassed model defined in the user's module)."""
     module = type(obj).__module__
-    if module.startswith("tf_keras") or module.startswith("tensorflow.python.keras"):
-        return ModelSource("keras", None, obj, trainable=True)
-    if module.startswith("keras"):
-        return ModelSource("keras3", None, obj, trainable=False)
+    for klass in type(obj).__mro__:
+        name = klass.__module__
+        if name.startswith("tf_keras") or name.startswith("tensorflow.python.keras"):
+            return ModelSource("keras", None, obj, trainable=True)
+        if name.startswith("keras"):
+            return ModelSource("keras3", None, obj, trainable=True)
     raise ModelError(
         f"model is a {module}.{type(obj).__qualname__}: pass a tf_keras Model, a zero-argument "
         "callable returning one, or a path to a .keras/.h5 file, SavedModel directory or float .tflite"
@@ -178,8 +182,9 @@ def _as_xy(value: Any, field_name: str) -> tuple[np.ndarray, np.ndarray] | None:
 class ModelUnderTest:
     """A model to optimize and measure, with the data its variants need.
 
-    ``model``: a tf_keras Model, a zero-argument callable returning one, or a path to a
-    ``.keras``/``.h5`` file, a SavedModel directory or a float ``.tflite``.
+    ``model``: a tf_keras or Keras 3 Model, a zero-argument callable returning one, or a path
+    to a ``.keras``/``.h5`` file, a SavedModel directory or a float ``.tflite`` (what each gets:
+    :func:`pytest_edgeopt.variants.registry.input_support_table`).
     ``representative_data``: an iterable (or a callable returning one) of input batches,
     used to calibrate ``int8``, ``int8_full``, ``int16x8`` and static AI Edge Quantizer recipes.
     ``train_data``: ``(x, y)`` for quantization-aware training, pruning and clustering.

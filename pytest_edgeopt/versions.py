@@ -7,7 +7,7 @@ import functools
 from importlib import metadata
 
 #: Distributions whose versions go into every key (read without importing them).
-TOOL_DISTRIBUTIONS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-quantizer", "ai-edge-litert")
+TOOL_DISTRIBUTIONS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "litert-quantizer", "ai-edge-litert")
 
 
 def tool_versions() -> dict[str, str | None]:

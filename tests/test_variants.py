@@ -614,7 +614,7 @@ def test_importing_the_builders_imports_no_tensorflow() -> None:
         from pytest_edgeopt.variants import registry, tfenv, ptq, tfmot, aeq
         for spec in registry.VARIANTS.values():
             spec.build_function()
-        heavy = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "ai_edge_quantizer")
+        heavy = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "litert_quantizer")
         print(sorted(m for m in heavy if m in sys.modules))
     """)
     assert result.returncode == 0, result.stderr

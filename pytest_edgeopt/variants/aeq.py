@@ -36,20 +36,22 @@ def build_dynamic_wi4(ctx: BuildContext) -> bytes:
     return quantize(ctx, "dynamic_wi4_afp32")
 
 
-def quantize(ctx: BuildContext, recipe_name: str) -> bytes:
+def quantize(ctx: BuildContext, recipe_name: str, quantization_recipe: Any = None) -> bytes:
     """Apply the AI Edge Quantizer recipe ``recipe_name`` (a function of
-    ``ai_edge_quantizer.recipe``) to the fp32 baseline and return the ``.tflite`` bytes."""
+    ``litert_quantizer.recipe``, or the ``quantization_recipe`` given, which ``recipe_name``
+    then names in messages) to the fp32 baseline and return the ``.tflite`` bytes."""
     from pytest_edgeopt.variants.tfenv import error_details, native_output_captured, quiet_warnings, root_cause
 
     with native_output_captured(), quiet_warnings():
-        from ai_edge_quantizer import quantizer, recipe
+        from litert_quantizer import quantizer, recipe
 
     fp32 = bytes(ctx.fp32())
     calibration_data = None
     try:
         with native_output_captured(), quiet_warnings():
             q = quantizer.Quantizer(fp32)
-            q.load_quantization_recipe(getattr(recipe, recipe_name)())
+            q.load_quantization_recipe(quantization_recipe if quantization_recipe is not None
+                                       else getattr(recipe, recipe_name)())
             needs_calibration = q.need_calibration
     except Exception as exc:
         raise VariantBuildError(f"{ctx.spec.name}: AI Edge Quantizer cannot read the fp32 model: "

@@ -106,7 +106,7 @@ class Builder:
     def material(self, mut: ModelUnderTest, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         """Everything that determines the variant's bytes (hashed into its cache key)."""
         spec = VARIANTS[name]
-        rec = recipe(spec, options)
+        rec = recipe(spec, options, mut.source.kind)
         data = {need: self._data_fingerprint(mut, need) for need in spec.needs}
         return {"model": mut.fingerprint, "kind": mut.source.kind, "recipe": rec, "data": data, "versions": self.versions}
 
@@ -198,7 +198,7 @@ class Builder:
             request = BuildRequest(
                 token=portable.token, model=portable, spec=spec, options=dict(options), material=material,
                 key=key, cache_root=self.cache.root.resolve(), rebuild=self.cache.rebuild,
-                created=self.cache._created, versions=self.versions)
+                created=self.cache._created, versions=self.versions, eval_data=_bridge_eval_data(mut, spec))
             label = activity.get() or f"{mut.name} {spec.name}"
             reply: BuildReply = self.workers.call(request, timeout_s=BUILD_TIMEOUT_S, crashed=BuildCrashed, label=label)
         except NotPortable as exc:
@@ -212,7 +212,15 @@ class Builder:
                     self.hits += 1
                 else:
                     self.built += 1
+                    self._publish(nested.key)
+        self.cache.publish(reply.entry)  # the worker wrote the local cache; the shared one is ours
         return reply.entry
+
+    def _publish(self, key: str) -> None:
+        if self.cache.remote is not None:
+            entry = self.cache.local(key)
+            if entry is not None:
+                self.cache.publish(replace(entry, hit=False))
 
     def mark_not_portable(self, mut: ModelUnderTest) -> None:
         """``mut`` cannot be sent to a worker: its builds (and checks) stay in this process."""
@@ -253,6 +261,15 @@ class Builder:
                       "compressed_size_bytes": gzip_size(data), "notes": dict(ctx.notes)}
 
 
+def _bridge_eval_data(mut: ModelUnderTest, spec: VariantSpec) -> tuple[Any, Any] | None:
+    """The eval data a worker needs beside the build's own fields: only a fine-tuning build of
+    a Keras 3 model or Keras SavedModel, which checks its tf_keras twin on the eval inputs."""
+    src = mut.source
+    if not spec.trains or not (src.kind == "keras3" or (src.kind == "saved_model" and src.trainable)):
+        return None
+    return mut.eval_arrays
+
+
 # -- the request a worker process runs (pytest_edgeopt.workers) --------------------------------
 @dataclass(frozen=True, slots=True)
 class BuildReply:
@@ -282,6 +299,9 @@ class BuildRequest:
     rebuild: bool
     created: float
     versions: Mapping[str, str | None]
+    #: The eval ``(x, y)`` a fine-tuning build of a Keras 3 model or Keras SavedModel checks
+    #: its tf_keras twin on (:mod:`pytest_edgeopt.variants.keras_bridge`); ``None`` otherwise.
+    eval_data: tuple[Any, Any] | None = None
 
     def for_worker(self, known: set[str]) -> BuildRequest:
         if self.token in known:
@@ -292,6 +312,9 @@ class BuildRequest:
     def run(self, worker: WorkerState) -> BuildReply:
         stage("convert")
         mut = worker.model(self.token, self.model)
+        if self.eval_data is not None and mut.eval_data is None:
+            mut.eval_data = self.eval_data
+            mut._eval = False  # resolved again from eval_data
         builder = self._builder(worker)
         before = {b.key for b in builder.variants_done()}
         entry = builder.produce(mut, self.spec, self.options, self.material, self.key)

@@ -9,14 +9,13 @@ import pytest
 
 from pytest_edgeopt.variants.registry import VARIANTS
 
-TFMOT = [n for n, s in VARIANTS.items() if s.family == "tfmot"]
 AEQ = [n for n in VARIANTS if n.startswith("aeq_")]
 PTQ = ["fp32", "float16", "dynamic_range", "int8", "int8_full", "int16x8"]
 
 
 @pytest.fixture
 def shared(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, tensorflow_loaded: None) -> pytest.Pytester:
-    cache = tmp_path_factory.getbasetemp() / "edgeopt-inputs-cache"
+    cache = tmp_path_factory.getbasetemp() / "edgeopt-variant-cache"  # one content-addressed cache for every digits run of the session
     pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {cache}\nedgeopt_min_samples = 20\nedgeopt_min_time = 0.02\n")
     return pytester
 
@@ -75,7 +74,7 @@ def test_saved_model_with_several_outputs(shared: pytest.Pytester) -> None:
     assert recs["int8"]["measurement"]["derived"]["accuracy_drop"] < 0.03
 
 
-def test_float_tflite_from_elsewhere_gets_fp32_and_ai_edge_quantizer(shared: pytest.Pytester) -> None:
+def test_float_tflite_from_elsewhere_gets_fp32_and_the_litert_quantizer(shared: pytest.Pytester) -> None:
     shared.makeconftest("""
         import pytest
         from fixtures.digits import digits_data, representative_batches
@@ -88,16 +87,17 @@ def test_float_tflite_from_elsewhere_gets_fp32_and_ai_edge_quantizer(shared: pyt
                                   representative_data=representative_batches(30), eval_data=(d.x_eval, d.y_eval))
     """)
     shared.makepyfile(ALL_VARIANTS_TEST)
-    result, recs = outcomes(shared)
-    result.assert_outcomes(passed=1 + len(AEQ), skipped=len(VARIANTS) - 1 - len(AEQ))
-    result.stdout.fnmatch_lines(["*int8 needs a Keras model or SavedModel; a .tflite input gets only fp32 and the aeq_* variants*"])
+    # The named post-training variants (issue 12) are tests/plugin/test_model_inputs_e2e.py's.
+    result, recs = outcomes(shared, "--edgeopt-variants=" + ",".join(["fp32", *AEQ, "qat_int8"]))
+    result.assert_outcomes(passed=1 + len(AEQ), skipped=1)
+    result.stdout.fnmatch_lines(["*qat_int8 fine-tunes Keras layers, and a .tflite has none*"])
     for name in AEQ:
         assert recs[name]["outcome"] == "passed"
         assert recs[name]["measurement"]["derived"]["accuracy_drop"] < 0.03
     assert recs["aeq_dynamic_wi4"]["measurement"]["derived"]["size_reduction"] > 0.7
 
 
-def test_keras3_model_gets_post_training_variants_and_says_why_not_the_others(shared: pytest.Pytester) -> None:
+def test_keras3_model_gets_post_training_variants(shared: pytest.Pytester) -> None:
     shared.makeconftest("""
         import pytest
         from fixtures.digits import digits_data, representative_batches
@@ -111,9 +111,10 @@ def test_keras3_model_gets_post_training_variants_and_says_why_not_the_others(sh
                                   train_data=(d.x_train, d.y_train), eval_data=(d.x_eval, d.y_eval))
     """)
     shared.makepyfile(ALL_VARIANTS_TEST)
-    result, recs = outcomes(shared, "--edgeopt-variants=fp32,float16,int8,qat_int8,pruned")
-    result.assert_outcomes(passed=3, skipped=2)
-    result.stdout.fnmatch_lines(["*qat_int8 fine-tunes with tfmot, which needs a tf_keras (Keras 2) model; this is a Keras 3 model*"])
+    # Its fine-tuning variants (a tf_keras twin, issue 12) are tests/plugin/test_model_inputs_e2e.py's.
+    result, recs = outcomes(shared, "--edgeopt-variants=fp32,float16,int8")
+    result.assert_outcomes(passed=3)
+    assert "keras_bridge" not in recs["int8"]["built"]["recipe"]
 
 
 BAD_CONFTEST = """
@@ -138,6 +139,7 @@ def test_missing_data_fields_skip_naming_the_field(shared: pytest.Pytester) -> N
     ])
 
 
+@pytest.mark.slow  # bigger model or matrix; its fast twin runs by default
 def test_layer_tfmot_cannot_wrap_stays_float_and_is_named(shared: pytest.Pytester) -> None:
     shared.makeconftest(BAD_CONFTEST.format(expr="ModelUnderTest(name='custom', model=__import__('fixtures.models').models.custom_layer_model, "
                                                  "representative_data=representative_batches(20), train_data=(d.x_train, d.y_train), "

@@ -239,7 +239,7 @@ def test_missing_device_skips_naming_what_is_missing_and_require_fails(pytester:
 
 def test_loading_the_plugin_imports_no_tensorflow() -> None:
     code = ("import sys, pytest_edgeopt.plugin, pytest_edgeopt; "
-            "bad = [m for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'ai_edge_quantizer') "
+            "bad = [m for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'litert_quantizer') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
