@@ -1,7 +1,9 @@
 """Build overhead: each post-training variant built through pytest-edgeopt's Builder (cold
-cache) vs the same conversion written directly against ``tf.lite.TFLiteConverter``.
+cache) vs the same conversion written directly against ``tf.lite.TFLiteConverter``; and
+(``--family finetune``) the fine-tuning families, QAT, pruning and clustering, through the
+Builder vs a bare tfmot script with the same data, epochs, batch size, learning rate and seed.
 
-    python benchmarks/build_overhead.py [--reps 12]
+    python benchmarks/build_overhead.py [--family ptq|finetune|all] [--reps 12]
 
 Both sides run in this one process, on the example's digits CNN (``.h5``) with the same
 100 calibration samples, so they do equal work in the same process state:
@@ -20,6 +22,17 @@ Both sides run in this one process, on the example's digits CNN (``.h5``) with t
   for its own garbage;
 - within a repetition, the variants are built in the same order on both sides, the two
   sides alternating which goes first (variant by variant and repetition by repetition).
+
+Fine-tuning families (``qat_int8``, ``pruned``, ``clustered``): the same protocol, on the
+same ``.h5`` with the example's 1,347 training digits, 2 epochs of batch 32, Adam 1e-3,
+seed 0 and the model's compiled loss. The bare side is what tfmot's guides write:
+``quantize_model`` / ``prune_low_magnitude`` (the plugin's polynomial schedule, written
+out) with ``UpdatePruningStep`` / ``cluster_weights`` (16 clusters, k-means++), compile,
+fit, ``strip_*``, then ``TFLiteConverter`` (``Optimize.DEFAULT`` for QAT, float32 for the
+other two). The plugin side also keys the build, fingerprints the training data, plans
+which layers tfmot can take, stores the fine-tuned weights as a shared cache entry and
+writes the variant. The script prints both sides' sizes (not bytes: the plugin names
+tfmot's auto-named layers from zero in every build, the bare script does not).
 
 Target: plugin / bare <= 1.10 for every variant (median over repetitions).
 """
@@ -77,7 +90,16 @@ def timed_convert(converter) -> bytes:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=12, help="repetitions of every variant per side (default 12)")
+    ap.add_argument("--family", choices=("ptq", "finetune", "all"), default="ptq",
+                    help="post-training variants (default), the fine-tuning families, or both")
     args = ap.parse_args()
+    if args.family in ("ptq", "all"):
+        ptq_main(args)
+    if args.family in ("finetune", "all"):
+        finetune_main(args)
+
+
+def ptq_main(args: argparse.Namespace) -> None:
     header("build overhead: post-training variants through the Builder (cold cache) vs TFLiteConverter directly")
 
     from fixtures.digits import digits_model_path, representative_batches
@@ -194,6 +216,127 @@ def main() -> None:
                       for v in VARIANTS))
     print("sizes, plugin / bare bytes (same recipe, same bytes): "
           + ", ".join(f"{v} {plugin_size[v]:,}/{bare_size[v]:,}" for v in VARIANTS))
+    print(f"overall: {'PASS' if ok_all else 'MISS'}")
+
+
+FINETUNE = ("qat_int8", "pruned", "clustered")
+#: The plugin's defaults (variants/registry.py), written out for the bare side.
+EPOCHS, BATCH, LEARNING_RATE, SEED, SPARSITY, CLUSTERS = 2, 32, 1e-3, 0, 0.8, 16
+
+
+def bare_finetune(tf, keras, tfmot, path: Path, variant: str, x, y) -> bytes:
+    """What a user writes from tfmot's guides: wrap, compile, fit, strip, convert."""
+    model = keras.models.load_model(str(path))
+    callbacks = []
+    keras.utils.set_random_seed(SEED)
+    if variant == "qat_int8":
+        model = tfmot.quantization.keras.quantize_model(model)
+    elif variant == "pruned":
+        steps = EPOCHS * -(-len(x) // BATCH)
+        end = int((steps - 1) * 0.7)
+        frequency = max(1, end // 10)
+        schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=SPARSITY, begin_step=0,
+                                                        end_step=(end // frequency) * frequency, frequency=frequency)
+        model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+        callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
+    else:
+        model = tfmot.clustering.keras.cluster_weights(
+            model, number_of_clusters=CLUSTERS,
+            cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    keras.utils.set_random_seed(SEED)
+    model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, shuffle=True, verbose=0, callbacks=callbacks)
+    if variant == "pruned":
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    elif variant == "clustered":
+        model = tfmot.clustering.keras.strip_clustering(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant == "qat_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def finetune_main(args: argparse.Namespace) -> None:
+    header("build overhead: QAT, pruning and clustering through the Builder (cold cache) vs a bare tfmot script")
+    from fixtures.digits import digits_model_path, representative_batches, train_data
+    from pytest_edgeopt.model import ModelUnderTest
+    from pytest_edgeopt.variants.builder import Builder
+    from pytest_edgeopt.variants.cache import VariantCache
+    from pytest_edgeopt.variants.tfenv import (
+        import_keras,
+        import_tf,
+        import_tfmot,
+        native_output_captured,
+        quiet_warnings,
+    )
+
+    tf, keras, tfmot = import_tf(), import_keras(), import_tfmot()
+    path = digits_model_path()
+    samples = representative_batches(100)
+    x, y = train_data()
+    tmp = Path(tempfile.mkdtemp(prefix="edgeopt-build-overhead-ft-"))
+    plugin_s: dict[str, list[float]] = {v: [] for v in FINETUNE}
+    bare_s: dict[str, list[float]] = {v: [] for v in FINETUNE}
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def plugin(v: str, tag: str) -> float:
+        gc.collect()
+        t0 = time.perf_counter()
+        builder = Builder(VariantCache(tmp / f"cache-{tag}"))
+        mut = ModelUnderTest(name="digits-cnn", model=path, representative_data=samples, train_data=(x, y))
+        built = builder.build(mut, v)
+        del builder, mut
+        gc.collect()
+        dt = time.perf_counter() - t0
+        sizes[v] = (built.size_bytes, sizes.get(v, (0, 0))[1])
+        return dt
+
+    def bare(v: str) -> float:
+        gc.collect()
+        t0 = time.perf_counter()
+        data = bare_finetune(tf, keras, tfmot, path, v, x, y)
+        gc.collect()
+        dt = time.perf_counter() - t0
+        sizes[v] = (sizes.get(v, (0, 0))[0], len(data))
+        return dt
+
+    def one_rep(rep: int, record: bool) -> None:
+        for i, v in enumerate(FINETUNE):
+            with native_output_captured(), quiet_warnings():
+                if (rep + i) % 2 == 0:
+                    a, b = plugin(v, f"{rep}-{record}-{v}"), bare(v)
+                else:
+                    b, a = bare(v), plugin(v, f"{rep}-{record}-{v}")
+            if record:
+                plugin_s[v].append(a)
+                bare_s[v].append(b)
+        if record:
+            say(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
+                f"{v} {plugin_s[v][-1] / bare_s[v][-1]:.2f}" for v in FINETUNE))
+
+    try:
+        say("warm-up round (TF and tfmot import, first fine-tunings and conversions), untimed")
+        t0 = time.perf_counter()
+        one_rep(0, record=False)
+        say(f"  warm-up took {time.perf_counter() - t0:.1f} s")
+        gc.collect()
+        gc.freeze()
+        for rep in range(args.reps):
+            one_rep(rep, record=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ok_all = True
+    for v in FINETUNE:
+        r = Ratio(f"{v} build time", tuple(plugin_s[v]), tuple(bare_s[v]))
+        ok = r.median <= TARGET
+        ok_all &= ok
+        print(r.line(f"<= {TARGET}", ok))
+    total = Ratio("all three, summed per repetition",
+                  tuple(sum(plugin_s[v][i] for v in FINETUNE) for i in range(args.reps)),
+                  tuple(sum(bare_s[v][i] for v in FINETUNE) for i in range(args.reps)))
+    print(total.line(f"<= {TARGET}", total.median <= TARGET))
+    print("sizes, plugin / bare bytes: " + ", ".join(f"{v} {sizes[v][0]:,}/{sizes[v][1]:,}" for v in FINETUNE))
     print(f"overall: {'PASS' if ok_all else 'MISS'}")
 
 

@@ -42,7 +42,7 @@ MARKERS = (
     "edgeopt_budget(**budgets): budgets checked on the item's measurement after the test body "
     "(keywords as measurement.check: min_size_reduction, max_accuracy_drop, min_speedup, ...)",
     "edgeopt_options(**knobs): variant knobs for this test (sparsity, clusters, finetune_epochs, learning_rate, "
-    "batch_size, calibration_samples, loss, seed)",
+    "batch_size, calibration_samples, loss, seed, float_nodes: node names or \"auto\", float_nodes_max_drop)",
 )
 
 # Since TF 2.16 tf.keras is Keras 3 unless this is set before tensorflow is imported;
@@ -197,7 +197,18 @@ def _test_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     for marker in reversed(list(request.node.iter_markers("edgeopt_options"))):
         opts.update(marker.kwargs)
+    if opts.get("float_nodes") == "auto":  # auto aims at the test's own accuracy budget when it has one
+        budget = request.node.get_closest_marker("edgeopt_budget")
+        if budget is not None and "max_accuracy_drop" in budget.kwargs:
+            opts.setdefault("float_nodes_max_drop", budget.kwargs["max_accuracy_drop"])
     return opts
+
+
+def _named(variant: str, exc: Exception) -> str:
+    """The message of a builder's exception with the variant named once (builders start
+    theirs with it; the registry's skip reasons too)."""
+    text = str(exc)
+    return text if text.startswith(f"{variant}:") or text.startswith(f"{variant} ") else f"{variant}: {text}"
 
 
 @pytest.fixture
@@ -216,10 +227,10 @@ def optimized_model(request: pytest.FixtureRequest, edgeopt_case: Case | None) -
         built = plugin_session(request.config).edge.build(mut, edgeopt_case.variant, _test_options(request))
     except VariantUnavailable as exc:
         keep_details(request, exc)
-        skip(f"{edgeopt_case.variant}: {exc}")
+        skip(_named(edgeopt_case.variant, exc))
     except VariantBuildError as exc:
         keep_details(request, exc)
-        return broken(request, f"{mut.name} {edgeopt_case.variant}: {exc}")  # type: ignore[no-any-return]
+        return broken(request, f"{mut.name} {_named(edgeopt_case.variant, exc)}")  # type: ignore[no-any-return]
     except ModelError as exc:  # the test's own set-up (its edgeopt_model) is wrong
         fail(f"{mut.name} {edgeopt_case.variant}: {exc}")
     request.node.stash[RECORD]["built"] = {

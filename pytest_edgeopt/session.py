@@ -25,15 +25,15 @@ from pytest_edgeopt.fidelity import (
     run_source,
     to_json,
 )
-from pytest_edgeopt.measure import check_eval_shape, observe
+from pytest_edgeopt.measure import check_collapse, check_eval_shape, observe, output_classes
 from pytest_edgeopt.measurement import Measurement
 from pytest_edgeopt.model import ModelError, ModelUnderTest, fingerprint_arrays, score
 from pytest_edgeopt.results import Observation
 from pytest_edgeopt.settings import Settings
-from pytest_edgeopt.targets.base import HOST, Device, ModelIncompatible, Target
+from pytest_edgeopt.targets.base import HOST, Device, ModelIncompatible, Target, VariantBroken
 from pytest_edgeopt.variants.builder import Builder, BuiltVariant
 from pytest_edgeopt.variants.cache import VariantCache, key_of
-from pytest_edgeopt.variants.registry import BASELINE, resolve_options
+from pytest_edgeopt.variants.registry import BASELINE, VARIANTS, resolve_options
 from pytest_edgeopt.workers.pool import MEASURE_TIMEOUT_S, MeasureCrashed, WorkerPool, activity
 
 #: Set to 1 to build and measure in the pytest process itself (no worker process): for
@@ -67,13 +67,20 @@ class EdgeoptSession:
         if in_process is None:
             in_process = os.environ.get(IN_PROCESS_ENV, "") not in ("", "0")
         self.workers: WorkerPool | None = None if in_process else WorkerPool(progress)
-        self.builder = Builder(VariantCache(settings.cache_dir, rebuild=settings.rebuild), progress, self.workers)
+        remote = None
+        if settings.cache_url is not None:
+            from pytest_edgeopt.storage.remote_cache import RemoteCache
+
+            remote = RemoteCache.at(settings.cache_url, progress)
+        cache = VariantCache(settings.cache_dir, rebuild=settings.rebuild, remote=remote)
+        self.builder = Builder(cache, progress, self.workers)
         self._make_target = make_target
         self.leases = DeviceLeases(settings.lease_dir, settings.lease_timeout_s, progress)
         self.health = HealthMonitor(settings.health, progress)
         self._targets: dict[tuple[str, str], Target] = {}
         self._observed: dict[tuple[str, str, str], Observation | BaseException] = {}
         self._fidelity: dict[tuple[str, str], tuple[Fidelity | None, bool] | BaseException] = {}
+        self._repairing = False  # rebuilding a crashed variant with float_nodes: no repair of the repairs
 
     def target(self, name: str, device: Device) -> Target:
         key = (name, device.id)
@@ -119,12 +126,91 @@ class EdgeoptSession:
                 extras = {"conditions": conditions, "lease": lease}
                 done = replace(done, extras={**done.extras, **{k: v for k, v in extras.items() if v is not None}})
             except Exception as exc:
-                self._observed[key] = exc
-                raise
+                explained = self._explain(mut, built, target, sequence, exc)
+                self._observed[key] = explained
+                if explained is exc:
+                    raise
+                raise explained from None
             finally:
                 activity.reset(label)
             self._observed[key] = done
         return done
+
+    def _explain(self, mut: ModelUnderTest, built: BuiltVariant, target: Target, sequence: bool,
+                 exc: Exception) -> Exception:
+        """A broken variant's failure with its root cause (:mod:`pytest_edgeopt.variants.float_nodes`):
+        NaN/inf outputs with the first node producing them; a node that failed to invoke, with
+        the variant rebuilt keeping it (then also what computes its operands) in float and
+        measured. Anything else is returned as it is."""
+        from pytest_edgeopt.variants import float_nodes as fn
+
+        if isinstance(exc, fn.NonFiniteOutputs) and exc.node is None:
+            try:
+                request = fn.ProbeRequest(built.path.resolve(), exc.samples)
+                node = (request.run() if self.workers is None else
+                        self.workers.call(request, timeout_s=MEASURE_TIMEOUT_S, crashed=MeasureCrashed))
+            except Exception as probe_exc:  # the probe is best effort: the failure stands without it
+                self.progress(f"{mut.name} {built.name}: the NaN/inf probe failed ({type(probe_exc).__name__})")
+                node = None
+            kept = built.recipe.get("float_nodes_chosen" if built.recipe.get("float_nodes") == "auto" else "float_nodes")
+            return fn.NonFiniteOutputs(exc.variant, exc.found, exc.samples, node,
+                                       "float_nodes" in VARIANTS[built.name].knobs, built.path, kept or ())
+        failure = None if isinstance(exc, MeasureCrashed) else fn.parse_invoke_failure(str(exc))
+        if failure is None:
+            return exc
+        text = f"{built.name} crashed at invoke: {failure.describe()}"
+        if built.name == BASELINE:
+            return VariantBroken(text)
+        if "float_nodes" not in VARIANTS[built.name].knobs:
+            return VariantBroken(f"{text}. {built.name} cannot keep nodes in float; remedy: int8 with "
+                                 "float_nodes (the session rebuilds and measures it there), or dynamic_range")
+        if self._repairing:
+            return VariantBroken(text)
+        where = target.name if target.device.label is None else f"{target.name}/{target.device.label}"
+        return VariantBroken(fn.repair_lines(text, self._repair(mut, built, target, sequence, failure), where))
+
+    def _repair(self, mut: ModelUnderTest, built: BuiltVariant, target: Target, sequence: bool,
+                failure: Any) -> list[Any]:
+        """``built`` rebuilt with the failing node (then also the nodes computing its operands)
+        kept in float, each measured on ``target`` until one runs within 0.01 of fp32's metric."""
+        from pytest_edgeopt.variants import float_nodes as fn
+
+        knobs = {k: built.recipe[k] for k in VARIANTS[built.name].knobs if k in built.recipe}
+        if knobs.get("float_nodes") == "auto":
+            kept = tuple(built.recipe.get("float_nodes_chosen") or ())
+            knobs.pop("float_nodes_max_drop", None)
+        else:
+            kept = tuple(knobs.get("float_nodes") or ())
+        try:
+            fp32: Observation | None = self.observe(mut, self.build(mut, BASELINE), target, sequence)
+        except Exception:
+            fp32 = None
+        trials: list[fn.Trial] = []
+        self._repairing = True
+        try:
+            for label, nodes in fn.crash_candidates(built.path, failure, kept):
+                self.progress(f"{mut.name} {built.name}: rebuilding with {label} in float")
+                size = 0
+                try:
+                    rebuilt = self.build(mut, built.name, {**knobs, "float_nodes": nodes})
+                    size = rebuilt.size_bytes
+                    obs = self.observe(mut, rebuilt, target, sequence)
+                except fn.NonFiniteOutputs as err:
+                    trial = fn.Trial(label, nodes, nonfinite_samples=max(f.samples for f in err.found), size_bytes=size)
+                except Exception as err:
+                    trial = fn.Trial(label, nodes, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+                else:
+                    acc = obs.accuracy
+                    base = fp32.accuracy if fp32 is not None else None
+                    trial = fn.Trial(label, nodes, metric_name=acc.metric if acc else None,
+                                     metric=acc.value if acc else None, fp32_metric=base.value if base else None,
+                                     size_bytes=size)
+                trials.append(trial)
+                if trial.good(fn.DEFAULT_MAX_DROP):
+                    break
+        finally:
+            self._repairing = False
+        return trials
 
     def measure(self, mut: ModelUnderTest, built: BuiltVariant, target: Target) -> Measurement:
         """``built`` on ``target`` compared with fp32 measured on the same target."""
@@ -140,6 +226,7 @@ class EdgeoptSession:
             # fp32 cannot run here (an Edge TPU takes integer models only): compare with fp32
             # on the host CPU, and say so in the figures (baseline target "cpu").
             baseline = self.observe(mut, base_built, self.target("cpu", HOST), sequence)
+        check_collapse(obs, baseline, output_classes(built))
         return Measurement(obs, baseline, model_path=built.path, fidelity=fidelity)
 
     # -- conversion fidelity -------------------------------------------------------------

@@ -166,6 +166,18 @@ def test_stderr_tail_keeps_the_last_non_blank_lines(tmp_path: Path) -> None:
     assert stderr_tail(tmp_path / "missing") == ()
 
 
+def test_stderr_tail_leaves_out_tensorflows_start_up_noise(tmp_path: Path) -> None:
+    # what every worker prints at start-up, quoted instead of the cause before (the zoo's int16x8 abort)
+    log = tmp_path / "w.log"
+    log.write_text(
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796603600.579968   25752 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+        "GPU will not be used.\n"
+        "E0000 00:00:1796603619.735386   25752 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+        "F0000 00:00:1796603620.1   25752 subgraph.cc:1120] Check failed: tensor->dims != nullptr\n")
+    assert stderr_tail(log) == ("F0000 00:00:1796603620.1   25752 subgraph.cc:1120] Check failed: tensor->dims != nullptr",)
+
+
 def test_crash_without_a_signal_reports_the_exit_code() -> None:
     crash = Crash("m fp32", None, None, 3, None, ())
     assert crash.describe() == ("the worker process exited with code 3 before it started the request; "

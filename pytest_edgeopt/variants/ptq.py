@@ -102,7 +102,11 @@ def _convert_once(ctx: BuildContext, mode: str, model: Any, batch1: bool) -> byt
     # tfmot builders' int8 step must not pick up a model-wide float_nodes.
     float_nodes = ctx.options.get("float_nodes") if "float_nodes" in ctx.spec.knobs else None
     try:
-        if mode in SELECTIVE and float_nodes:
+        if mode in SELECTIVE and float_nodes == "auto":
+            from pytest_edgeopt.variants.float_nodes import convert_auto
+
+            data = convert_auto(converter, ctx, mode)
+        elif mode in SELECTIVE and float_nodes:
             data = convert_selective(converter, ctx, mode, float_nodes)
         else:
             data = run_converter(converter, ctx.spec.name)
@@ -244,6 +248,10 @@ def configure_converter(ctx: BuildContext, mode: str, model: Any = None, batch1:
         input_rank, input_dtype = _keras_input_rank(model), _keras_input_dtype(model)
     else:
         converter = make_converter(ctx.mut.source, ctx.memo, ctx.mut.fingerprint, batch1=batch1)
+        if not batch1:  # one SavedModel export per model for every variant (same bytes)
+            from pytest_edgeopt.variants.keras_export import share_export
+
+            share_export(converter, ctx.memo, (ctx.mut.fingerprint, id(ctx.mut.source.obj)))
         input_rank, input_dtype = None, None
     if mode != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -340,7 +348,14 @@ def convert_selective(converter: Any, ctx: BuildContext, mode: str, float_nodes:
     nodes = normalize_float_nodes(float_nodes)
     debugger = quantization_debugger(converter, ctx.spec.name, mode)
     known = debug_node_names(debug_model(debugger))
+    # A converted model's tensor may carry one more digit than the debugger's name of it
+    # ("StatefulPartitionedCall:01" for "...:0"): such names (the float_nodes remedies give) match too.
+    nodes = tuple(sorted({n[:-1] if n not in known and n[-1:].isdigit() and n[:-1] in known else n for n in nodes}))
     unknown = [n for n in nodes if n not in known]
+    if known and not unknown and set(known) <= set(nodes):
+        raise VariantBuildError(f"{ctx.spec.name}: float_nodes keeps every quantized node of {ctx.mut.name!r} in "
+                                "float: nothing is left to quantize (the debugger refuses it); use fp32 or "
+                                "dynamic_range, or leave some nodes quantized")
     if unknown:
         listing = "\n  ".join(known) if known else "(none)"
         raise VariantBuildError(
@@ -364,8 +379,9 @@ def convert_selective(converter: Any, ctx: BuildContext, mode: str, float_nodes:
 
 
 def normalize_float_nodes(value: Any) -> tuple[str, ...]:
-    """``float_nodes`` as a sorted tuple of distinct names (order does not change the model)."""
-    if not value:
+    """``float_nodes`` as a sorted tuple of distinct names (order does not change the model);
+    ``"auto"`` (chosen while building) as none."""
+    if not value or value == "auto":
         return ()
     return tuple(sorted(set(value)))
 

@@ -42,6 +42,9 @@ rescales): a float producer alone would have its output requantized, with the sa
 for an int8 consumer. A node already in the suggestion as a consumer is not expanded again.
 The report quantizes the model with it and measures the metric, so the message can say
 what it recovers; applying it is ``@pytest.mark.edgeopt_options(float_nodes=(...))``.
+``float_nodes="auto"`` chooses the nodes while building, by the same per-node error
+(:func:`pytest_edgeopt.variants.float_nodes.convert_auto`); a node that crashes at invoke or
+produces NaN/inf is named, and its repair measured, by :mod:`pytest_edgeopt.variants.float_nodes`.
 
 Plain Python: tensorflow is imported inside the functions only.
 """

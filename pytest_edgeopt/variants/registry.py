@@ -34,6 +34,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # debugger names them (pytest_edgeopt.variants.quant_debug's report suggests them). int16x8 cannot:
     # TF 2.21 quantizes it with a calibrator that has no denylist. In a recipe only when set.
     "float_nodes": (),
+    # float_nodes="auto": as few nodes in float as keep top-1 within this fraction of fp32's
+    # on the calibration samples (pytest_edgeopt.variants.float_nodes.convert_auto). In a
+    # recipe only with float_nodes="auto".
+    "float_nodes_max_drop": 0.01,
     # Measuring, not building (in no recipe): whether the model carries state across calls (a
     # stateful RNN, evaluated as one sequence; None: decide from the model), and the fp32
     # conversion-fidelity tolerance (None: default, False: off; see pytest_edgeopt.fidelity).
@@ -44,6 +48,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 #: Knobs left out of a recipe while they have their default value, so that adding them kept
 #: the cache keys (and saved recipes) of every variant built before.
 _OMITTED_WHEN_DEFAULT = frozenset({"float_nodes"})
+#: Knobs in a recipe only when float_nodes is "auto".
+_AUTO_ONLY = frozenset({"float_nodes_max_drop"})
 
 _TRAIN = ("finetune_epochs", "learning_rate", "batch_size", "loss", "seed")
 
@@ -97,19 +103,44 @@ class VariantSpec:
     knobs: tuple[str, ...] = ()
     trains: bool = False
     phases: int = 0
+    #: For a ``.tflite`` source: the builder (``"module:function"``) and the AI Edge Quantizer
+    #: recipe it applies to the float model (the converter needs a TensorFlow model).
+    tflite_builder: str = ""
+    tflite_recipe: str = ""
 
     def build_function(self) -> Callable[[BuildContext], bytes]:
-        module, func = self.builder.split(":")
-        function: Callable[[BuildContext], bytes] = getattr(importlib.import_module(module, __package__), func)
+        """The builder; it picks :attr:`tflite_builder` for a ``.tflite`` source, and a
+        fine-tuning builder goes through :mod:`~pytest_edgeopt.variants.keras_bridge` (a
+        Keras 3 model is fine-tuned as its tf_keras twin, proved equivalent first)."""
+        function = _load(self.builder)
+        if self.tflite_builder:
+            converter, quantizer = function, _load(self.tflite_builder)
+
+            def by_kind(ctx: BuildContext) -> bytes:
+                return (quantizer if ctx.mut.source.kind == "tflite" else converter)(ctx)
+
+            return by_kind
+        if self.trains:
+            from pytest_edgeopt.variants.keras_bridge import bridged
+
+            return bridged(function)
         return function
+
+
+def _load(target: str) -> Callable[[BuildContext], bytes]:
+    module, func = target.split(":")
+    function: Callable[[BuildContext], bytes] = getattr(importlib.import_module(module, __package__), func)
+    return function
 
 
 _ALL = frozenset({"keras", "keras3", "saved_model", "tflite"})
 _CONVERTIBLE = frozenset({"keras", "keras3", "saved_model"})
-_KERAS2 = frozenset({"keras", "saved_model"})  # saved_model only when it is a Keras SavedModel
+#: Fine-tunable kinds: a Keras 3 model through its tf_keras twin, a SavedModel only when it is a
+#: Keras SavedModel (:mod:`pytest_edgeopt.variants.keras_bridge`).
+_FINETUNABLE = frozenset({"keras", "keras3", "saved_model"})
 _REP = ("representative_data",)
 _CAL = ("calibration_samples",)
-_SEL = _CAL + ("float_nodes",)
+_SEL = _CAL + ("float_nodes", "float_nodes_max_drop")
 
 
 def _v(name: str, family: str, summary: str, kinds: frozenset[str], builder: str, **kw: Any) -> VariantSpec:
@@ -120,26 +151,31 @@ VARIANTS: dict[str, VariantSpec] = {
     s.name: s
     for s in (
         _v("fp32", "baseline", "unoptimized float32 conversion (the baseline)", _ALL, ".ptq:build_fp32"),
-        _v("float16", "ptq", "float16 weights", _CONVERTIBLE, ".ptq:build_float16"),
-        _v("dynamic_range", "ptq", "int8 weights, float activations", _CONVERTIBLE, ".ptq:build_dynamic_range"),
-        _v("int8", "ptq", "full integer, float input/output", _CONVERTIBLE, ".ptq:build_int8", needs=_REP, knobs=_SEL),
-        _v("int8_full", "ptq", "integer-only ops, int8 input/output", _CONVERTIBLE, ".ptq:build_int8_full", needs=_REP, knobs=_SEL),
-        _v("int16x8", "ptq", "int16 activations, int8 weights", _CONVERTIBLE, ".ptq:build_int16x8", needs=_REP, knobs=_CAL),
-        _v("qat_int8", "tfmot", "quantization-aware training, int8", _KERAS2, ".tfmot:build_qat_int8",
+        _v("float16", "ptq", "float16 weights", _ALL, ".ptq:build_float16",
+           tflite_builder=".tflite_quant:build_float16", tflite_recipe="weight_only_wf16_afp32"),
+        _v("dynamic_range", "ptq", "int8 weights, float activations", _ALL, ".ptq:build_dynamic_range",
+           tflite_builder=".tflite_quant:build_dynamic_range", tflite_recipe="dynamic_wi8_afp32"),
+        _v("int8", "ptq", "full integer, float input/output", _ALL, ".ptq:build_int8",
+           tflite_builder=".tflite_quant:build_int8", tflite_recipe="static_wi8_ai8 (float I/O)", needs=_REP, knobs=_SEL),
+        _v("int8_full", "ptq", "integer-only ops, int8 input/output", _ALL, ".ptq:build_int8_full",
+           tflite_builder=".tflite_quant:build_int8_full", tflite_recipe="static_wi8_ai8", needs=_REP, knobs=_SEL),
+        _v("int16x8", "ptq", "int16 activations, int8 weights", _ALL, ".ptq:build_int16x8",
+           tflite_builder=".tflite_quant:build_int16x8", tflite_recipe="static_wi8_ai16 (float I/O)", needs=_REP, knobs=_CAL),
+        _v("qat_int8", "tfmot", "quantization-aware training, int8", _FINETUNABLE, ".tfmot:build_qat_int8",
            needs=("train_data",), knobs=_TRAIN, trains=True, phases=1),
-        _v("pruned", "tfmot", "magnitude pruning, float32", _KERAS2, ".tfmot:build_pruned",
+        _v("pruned", "tfmot", "magnitude pruning, float32", _FINETUNABLE, ".tfmot:build_pruned",
            needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True, phases=1),
-        _v("pruned_int8", "tfmot", "magnitude pruning, then int8 PTQ", _KERAS2, ".tfmot:build_pruned_int8",
+        _v("pruned_int8", "tfmot", "magnitude pruning, then int8 PTQ", _FINETUNABLE, ".tfmot:build_pruned_int8",
            needs=("train_data",) + _REP, knobs=("sparsity",) + _TRAIN + _CAL, trains=True, phases=1),
-        _v("clustered", "tfmot", "weight clustering, float32", _KERAS2, ".tfmot:build_clustered",
+        _v("clustered", "tfmot", "weight clustering, float32", _FINETUNABLE, ".tfmot:build_clustered",
            needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True, phases=1),
-        _v("clustered_int8", "tfmot", "weight clustering, then int8 PTQ", _KERAS2, ".tfmot:build_clustered_int8",
+        _v("clustered_int8", "tfmot", "weight clustering, then int8 PTQ", _FINETUNABLE, ".tfmot:build_clustered_int8",
            needs=("train_data",) + _REP, knobs=("clusters",) + _TRAIN + _CAL, trains=True, phases=1),
-        _v("pqat_int8", "tfmot", "pruning-preserving QAT, int8", _KERAS2, ".tfmot:build_pqat_int8",
+        _v("pqat_int8", "tfmot", "pruning-preserving QAT, int8", _FINETUNABLE, ".tfmot:build_pqat_int8",
            needs=("train_data",), knobs=("sparsity",) + _TRAIN, trains=True, phases=2),
-        _v("cqat_int8", "tfmot", "cluster-preserving QAT, int8", _KERAS2, ".tfmot:build_cqat_int8",
+        _v("cqat_int8", "tfmot", "cluster-preserving QAT, int8", _FINETUNABLE, ".tfmot:build_cqat_int8",
            needs=("train_data",), knobs=("clusters",) + _TRAIN, trains=True, phases=2),
-        _v("pcqat_int8", "tfmot", "sparsity- and cluster-preserving QAT, int8", _KERAS2, ".tfmot:build_pcqat_int8",
+        _v("pcqat_int8", "tfmot", "sparsity- and cluster-preserving QAT, int8", _FINETUNABLE, ".tfmot:build_pcqat_int8",
            needs=("train_data",), knobs=("sparsity", "clusters") + _TRAIN, trains=True, phases=3),
         _v("aeq_dynamic_wi8", "aeq", "AI Edge Quantizer: dynamic, int8 weights", _ALL, ".aeq:build_dynamic_wi8"),
         _v("aeq_weight_only_wi8", "aeq", "AI Edge Quantizer: int8 weights only", _ALL, ".aeq:build_weight_only_wi8"),
@@ -171,11 +207,15 @@ def check_options(options: Mapping[str, Any], where: str) -> None:
             raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
         if key == "learning_rate" and not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{where}: learning_rate must be positive, got {value!r}")
-        if key == "float_nodes" and not (
+        if key == "float_nodes" and value != "auto" and not (
             isinstance(value, (tuple, list)) and all(isinstance(n, str) and n for n in value)
         ):
             raise ValueError(f"{where}: float_nodes must be a tuple or list of node names (strings), "
-                             f"got {value!r}")
+                             f"or \"auto\", got {value!r}")
+        if key == "float_nodes_max_drop" and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+        ):
+            raise ValueError(f"{where}: float_nodes_max_drop must be a fraction in [0, 1), got {value!r}")
 
 
 def resolve_options(mut: ModelUnderTest, test_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -186,17 +226,24 @@ def resolve_options(mut: ModelUnderTest, test_options: Mapping[str, Any] | None 
     return opts
 
 
-def recipe(spec: VariantSpec, options: Mapping[str, Any]) -> dict[str, Any]:
+def recipe(spec: VariantSpec, options: Mapping[str, Any], kind: str | None = None) -> dict[str, Any]:
     """Every setting that produces this variant (goes into the cache key and the results).
 
-    ``float_nodes`` appears only when set, as a sorted list (JSON-stable, order-free).
+    ``float_nodes`` appears only when set, as a sorted list (JSON-stable, order-free) or
+    ``"auto"`` (then with ``float_nodes_max_drop``). Built
+    from a ``.tflite`` (``kind``), a post-training variant records the tool and the AI Edge
+    Quantizer recipe it was made with.
     """
     rec: dict[str, Any] = {"variant": spec.name, "family": spec.family, "builder": spec.builder}
+    if kind == "tflite" and spec.tflite_builder:
+        rec.update(builder=spec.tflite_builder, tool="litert_quantizer", aeq_recipe=spec.tflite_recipe)
     for k in spec.knobs:
         value = options[k]
         if k in _OMITTED_WHEN_DEFAULT and not value:
             continue
-        rec[k] = sorted(set(value)) if k == "float_nodes" else value
+        if k in _AUTO_ONLY and options.get("float_nodes") != "auto":
+            continue
+        rec[k] = sorted(set(value)) if k == "float_nodes" and value != "auto" else value
     return rec
 
 
@@ -206,22 +253,66 @@ def unavailable_reason(spec: VariantSpec, mut: ModelUnderTest) -> str | None:
     Decided from the model's kind and which data fields are set, without tensorflow.
     """
     src = mut.source
-    if src.kind not in spec.kinds:
-        if src.kind == "tflite":
-            return (f"{spec.name} needs a Keras model or SavedModel; a .tflite input gets only fp32 and the "
-                    "aeq_* variants (AI Edge Quantizer)")
-        if src.kind == "keras3":
-            return (f"{spec.name} fine-tunes with tfmot, which needs a tf_keras (Keras 2) model; this is a "
-                    "Keras 3 model. Build it with `import tf_keras as keras` (or save it as .h5) to get the "
-                    "training-based variants; the post-training ones still run")
-        return f"{spec.name} cannot be built from a {src.kind} model"
-    if spec.trains and not src.trainable:
-        return (f"{spec.name} fine-tunes Keras layers, but {src.description} has none (a plain SavedModel); "
-                "pass the Keras model or a .keras/.h5 file")
+    reason = kind_reason(spec, src.kind, src.trainable)
+    if reason:
+        return reason.replace("{model}", src.description)
     for need in spec.needs:
         if getattr(mut, need) is None:
             return f"{spec.name} needs ModelUnderTest({need}=...), which {mut.name!r} does not set"
     return None
+
+
+def kind_reason(spec: VariantSpec, kind: str, trainable: bool = True) -> str | None:
+    """Why ``spec`` cannot be built from a model of ``kind`` (``trainable``: it has Keras
+    layers), or ``None``; ``{model}`` stands for the model's description."""
+    if kind not in spec.kinds:
+        if kind == "tflite":
+            return (f"{spec.name} fine-tunes Keras layers, and a .tflite has none: pass the Keras model, a "
+                    ".keras/.h5 file or a Keras SavedModel to get the training-based variants")
+        return f"{spec.name} cannot be built from a {kind} model"
+    if spec.trains and not trainable:
+        return (f"{spec.name} fine-tunes Keras layers, but {{model}} has none (a plain SavedModel); "
+                "pass the Keras model or a .keras/.h5 file")
+    return None
+
+
+#: The rows of the model-inputs table: label, kind, whether it has Keras layers.
+INPUT_KINDS = (
+    ("tf_keras model, `.h5`, Keras 2 `.keras`", "keras", True),
+    ("Keras 3 model or `.keras`", "keras3", True),
+    ("Keras 2 SavedModel (`keras_metadata.pb`)", "saved_model", True),
+    ("plain SavedModel", "saved_model", False),
+    ("float `.tflite`", "tflite", False),
+)
+#: How each family is built, by input kind where it differs.
+_HOW = {
+    "baseline": {"tflite": "the file itself", "": "TFLiteConverter"},
+    "ptq": {"tflite": "AI Edge Quantizer recipes", "": "TFLiteConverter"},
+    "tfmot": {"keras3": "tfmot on a tf_keras twin (outputs checked)",
+              "saved_model": "tfmot on the tf_keras load (outputs checked)", "": "tfmot"},
+    "aeq": {"": "AI Edge Quantizer on the fp32 .tflite"},
+}
+
+
+def input_support_table() -> str:
+    """The README's "Model inputs" table (Markdown): input kind x variant family, each cell
+    the tool that builds the family or why it cannot be built. Generated from :data:`VARIANTS`."""
+    families = list(dict.fromkeys(spec.family for spec in VARIANTS.values()))
+    lines = ["| input | " + " | ".join(f"{f} ({', '.join(n for n, s in VARIANTS.items() if s.family == f)})"
+                                        for f in families) + " |",
+             "|---" * (len(families) + 1) + "|"]
+    for label, kind, trainable in INPUT_KINDS:
+        cells = []
+        for family in families:
+            reasons = [kind_reason(spec, kind, trainable) for spec in VARIANTS.values() if spec.family == family]
+            refused = next((r for r in reasons if r), None)
+            if refused:
+                cells.append("no: " + refused.split(" ", 1)[1].replace("{model}", "it"))
+            else:
+                how = _HOW[family]
+                cells.append("yes: " + how.get(kind, how[""]))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass

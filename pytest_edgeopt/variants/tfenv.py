@@ -46,7 +46,7 @@ LEGACY_KERAS_HINT = (
 _IGNORED_WARNING_MESSAGES = (
     r"distutils Version classes are deprecated",  # tfmot imports distutils.version
     r"Statistics for quantized inputs were expected",  # TFLiteConverter, int8 with float I/O
-    r".*experimental_preserve_all_tensors",  # ai_edge_quantizer's calibrator
+    r".*experimental_preserve_all_tensors",  # litert_quantizer's calibrator
     r".*tf\.lite\.Interpreter is deprecated",
     r"Compiled the loaded model, but the compiled metrics",  # tf_keras load_model
     r"No training configuration found",  # tf_keras load_model of an uncompiled .h5
@@ -56,7 +56,7 @@ _IGNORED_WARNING_MESSAGES = (
 
 @contextlib.contextmanager
 def quiet_warnings() -> Iterator[None]:
-    """Ignore the known noisy warnings of tensorflow, tfmot and ai_edge_quantizer
+    """Ignore the known noisy warnings of tensorflow, tfmot and litert_quantizer
     (and any DeprecationWarning they raise) for the duration."""
     with warnings.catch_warnings():
         for message in _IGNORED_WARNING_MESSAGES:
@@ -337,7 +337,12 @@ def clone_keras_model(model: Any) -> Any:
                 f"cannot copy the model to fine-tune it (tf_keras.models.clone_model failed: "
                 f"{root_cause(exc)}); custom layers need a get_config() returning their constructor "
                 "arguments") from None
-    clone.set_weights(model.get_weights())
+        try:
+            clone.set_weights(model.get_weights())
+        except ValueError as exc:  # e.g. a clustered MultiHeadAttention whose weights come back reordered
+            raise VariantBuildError(
+                f"cannot copy the model's weights into its clone (tf_keras set_weights failed: {root_cause(exc)})",
+                error_details(exc)) from None
     return clone
 
 

@@ -46,6 +46,7 @@ from pytest_edgeopt.variants.wrapping import (
     layers_named_in,
     note_partial,
     partial_plan,
+    sole_consumers,
     wrap,
 )
 from pytest_edgeopt.versions import tool_versions
@@ -165,7 +166,10 @@ def _plan(ctx: BuildContext, tool: str) -> set[str]:
 
     loss_for(ctx)
     original = keras_original(ctx.mut.source, ctx.memo, ctx.mut.fingerprint)
-    clone_keras_model(original)  # a subclassed model: VariantUnavailable, as before
+    checked = ("copyable", ctx.mut.fingerprint)
+    if checked not in ctx.memo:  # once per model and process: a clone costs as much as a fit epoch
+        clone_keras_model(original)  # a subclassed model: VariantUnavailable; no get_config: VariantBuildError
+        ctx.memo[checked] = True
     return {layer.name for layer in partial_plan(ctx, tool, original)}
 
 
@@ -380,8 +384,14 @@ def quantize_aware(ctx: BuildContext, model: Any, scheme: Any = None) -> Any:
     tried_separable = False
     for _ in range(6):
         if error is not None:  # leave what the last error points to float, then retry
-            pointed = [layer for layer in layers_named_in(model, str(error))
-                       if layer not in left and has_weights(layer)]
+            named = layers_named_in(model, str(error))
+            pointed = [layer for layer in named if layer not in left and has_weights(layer)]
+            if not pointed:
+                # The collaborative schemes' registries "support" every layer without weights,
+                # so quantize_apply asks for the config of a float one (a tf.math op) that alone
+                # feeds an annotated layer, and fails: that consumer stays float too.
+                pointed = [layer for layer in sole_consumers(model, [x for x in named if x in left])
+                           if layer not in left]
             if not pointed and not tried_separable:
                 tried_separable = True
                 pointed = [layer for layer in all_layers(model)

@@ -223,6 +223,22 @@ def folded_into(model: Any, layers: list[Any]) -> list[Any]:
     return found
 
 
+def sole_consumers(model: Any, layers: list[Any]) -> list[Any]:
+    """The layers whose one input comes from one of ``layers``: tfmot quantizes the output
+    of a layer that alone feeds an annotated layer (``requires_output_quantize``), so when
+    ``layers`` stay float, their sole consumers must stay float with them."""
+    ids = {id(layer) for layer in layers}
+    found = []
+    for layer in all_layers(model):
+        for node in getattr(layer, "_inbound_nodes", []):
+            inbound = node.inbound_layers
+            inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
+            if len(inbound) == 1 and id(inbound[0]) in ids:
+                found.append(layer)
+                break
+    return found
+
+
 def layers_named_in(model: Any, message: str) -> list[Any]:
     """Layers whose name or class name the tfmot error message mentions."""
     return [layer for layer in all_layers(model)

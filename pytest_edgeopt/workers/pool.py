@@ -15,6 +15,7 @@ import atexit
 import contextvars
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -113,9 +114,21 @@ class MeasureCrashed(WorkerCrashed, VariantBroken):
     """A worker crashed measuring on the host CPU: a FAIL on that target (a VariantBroken)."""
 
 
+#: Lines TensorFlow and LiteRT print in every process, whatever happens next: LiteRT's ``INFO:``
+#: (delegate created), absl's preamble and TensorFlow's CUDA probing (``I0000 ... cudart_stub.cc``,
+#: ``E0000 ... cuda_platform.cc ... cuInit``). They say nothing about a crash.
+_NOISE = re.compile(r"^(INFO: |WARNING: All log messages before absl::InitializeLog\(\)"
+                    r"|[IWE]\d{4} [\d:.]+\s+\d+ (cudart_stub|cuda_platform|cuda_executor|cuda_diagnostics"
+                    r"|gpu_device|port|cpu_feature_guard)\.cc:\d+\])")
+
+
+def _start_up_noise(line: str) -> bool:
+    return _NOISE.match(line.strip()) is not None
+
+
 def stderr_tail(path: Path, lines: int = STDERR_LINES, width: int = 300) -> tuple[str, ...]:
     """The last ``lines`` non-blank lines of ``path``, each cut to ``width`` characters;
-    LiteRT's ``INFO:`` lines (delegate created) say nothing about a crash and are left out."""
+    start-up noise (:data:`_NOISE`) says nothing about a crash and is left out."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -123,7 +136,7 @@ def stderr_tail(path: Path, lines: int = STDERR_LINES, width: int = 300) -> tupl
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ()
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("INFO: ")][-lines:]
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and not _start_up_noise(ln)][-lines:]
     return tuple(ln if len(ln) <= width else ln[: width - 3] + "..." for ln in kept)
 
 

@@ -46,12 +46,24 @@ def test_float_nodes_marker_recovers_the_accuracy_budget(pytester: pytest.Pytest
         @pytest.mark.cpu
         def test_selective(measurement):
             measurement.check(max_accuracy_drop=0.01)
+
+        @pytest.mark.edgeopt_variants("int8")
+        @pytest.mark.edgeopt_options(float_nodes="auto")
+        @pytest.mark.edgeopt_budget(max_accuracy_drop=0.02)
+        @pytest.mark.cpu
+        def test_auto(measurement):
+            pass
     """)
     out = pytester.path / "results.json"
     result = pytester.runpytest("-p", "no:cacheprovider", f"--edgeopt-json={out}")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*test_plain*int8*", "*accuracy*"])
     records = {r["test"].split("::")[-1].split("[")[0]: r for r in json.loads(out.read_text())["measurements"]}
     assert records["test_plain"]["outcome"] == "failed" and records["test_selective"]["outcome"] == "passed"
     assert "float_nodes" not in records["test_plain"]["built"]["recipe"]
     assert records["test_selective"]["built"]["recipe"]["float_nodes"] == sorted(FLOAT_NODES)
+    # float_nodes="auto" aims at the test's own max_accuracy_drop, and records what it chose
+    auto = records["test_auto"]["built"]["recipe"]
+    assert records["test_auto"]["outcome"] == "passed"
+    assert auto["float_nodes"] == "auto" and auto["float_nodes_max_drop"] == 0.02, auto
+    assert auto["float_nodes_chosen"], auto
