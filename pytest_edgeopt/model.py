@@ -79,6 +79,13 @@ def fingerprint_arrays(*arrays: Any) -> str:
                 add(x)
             h.update(b"]")
             return
+        if isinstance(a, Mapping):
+            h.update(b"{%d" % len(a))
+            for k in sorted(a):
+                h.update(str(k).encode() + b"\0")
+                add(a[k])
+            h.update(b"}")
+            return
         arr = np.ascontiguousarray(np.asarray(a))
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(arr.tobytes())
@@ -161,7 +168,67 @@ def classify_object(obj: Any) -> ModelSource:
     )
 
 
-def _as_xy(value: Any, field_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+#: Model inputs as given: one array (batch axis first), a list of arrays (one per model
+#: input, in the order of the Keras model's inputs, same number of samples), or a dict of
+#: arrays keyed by input name.
+Inputs = Any
+
+
+def n_samples(x: Inputs) -> int:
+    """Samples in ``x`` (one array, or a list/dict of arrays with the same batch size)."""
+    if isinstance(x, Mapping):
+        return len(next(iter(x.values())))
+    if isinstance(x, list):
+        return len(x[0])
+    return len(x)
+
+
+def take(x: Inputs, index: Any) -> Inputs:
+    """``x[index]`` of every input."""
+    if isinstance(x, Mapping):
+        return {k: v[index] for k, v in x.items()}
+    if isinstance(x, list):
+        return [v[index] for v in x]
+    return x[index]
+
+
+def _is_multi(x: Any, n: int | None) -> bool:
+    """Whether ``x`` (a list/tuple) holds one array per model input rather than samples:
+    arrays of different shapes, or arrays of ``n`` samples each (``n``: the labels') when the
+    list itself is not ``n`` long."""
+    if not isinstance(x, (list, tuple)) or len(x) < 2:
+        return False
+    if not all(hasattr(a, "shape") and len(a.shape) >= 1 for a in x):
+        return False
+    shapes = {tuple(a.shape) for a in x}
+    if len(shapes) > 1:
+        return True
+    return n is not None and len(x) != n and all(len(a) == n for a in x)
+
+
+def as_inputs(x: Any, field_name: str, n: int | None = None, dtype: Any = None) -> Inputs:
+    """``x`` as one array, a list of arrays or a dict of arrays (see :data:`Inputs`);
+    a ModelError when the inputs hold different numbers of samples."""
+    def arr(a: Any) -> np.ndarray:
+        return np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
+
+    if isinstance(x, Mapping):
+        if not x:
+            raise ModelError(f"{field_name}: x is an empty dict; key it by the model's input names")
+        out: Inputs = {str(k): arr(v) for k, v in x.items()}
+        sizes = {k: len(v) for k, v in out.items()}
+    elif _is_multi(x, n):
+        out = [arr(a) for a in x]
+        sizes = {f"input {i}": len(v) for i, v in enumerate(out)}
+    else:
+        return arr(x)
+    if len(set(sizes.values())) > 1:
+        raise ModelError(f"{field_name}: the model inputs in x hold different numbers of samples "
+                         f"({', '.join(f'{k}: {v}' for k, v in sizes.items())}); give the same N for each")
+    return out
+
+
+def _as_xy(value: Any, field_name: str) -> tuple[Inputs, np.ndarray] | None:
     if value is None:
         return None
     if callable(value):
@@ -170,10 +237,11 @@ def _as_xy(value: Any, field_name: str) -> tuple[np.ndarray, np.ndarray] | None:
         x, y = value
     except (TypeError, ValueError):
         raise ModelError(f"{field_name} must be a pair (x, y) of arrays, got {type(value).__name__}") from None
-    x, y = np.asarray(x), np.asarray(y)
-    if len(x) != len(y):
-        raise ModelError(f"{field_name}: x has {len(x)} samples but y has {len(y)}")
-    if len(x) == 0:
+    y = np.asarray(y)
+    x = as_inputs(x, field_name, len(y) if y.ndim else None)
+    if n_samples(x) != len(y):
+        raise ModelError(f"{field_name}: x has {n_samples(x)} samples but y has {len(y)}")
+    if len(y) == 0:
         raise ModelError(f"{field_name} is empty")
     return x, y
 
@@ -188,7 +256,9 @@ class ModelUnderTest:
     ``representative_data``: an iterable (or a callable returning one) of input batches,
     used to calibrate ``int8``, ``int8_full``, ``int16x8`` and static AI Edge Quantizer recipes.
     ``train_data``: ``(x, y)`` for quantization-aware training, pruning and clustering.
-    ``eval_data``: labelled ``(x, y)`` the metric is computed on.
+    ``eval_data``: labelled ``(x, y)`` the metric is computed on. For a model with several
+    inputs, ``x`` is a list of arrays (one per input, in the Keras model's input order, same
+    N) or a dict keyed by input name (:data:`Inputs`).
     ``metric``: ``"top1"``, ``"top5"``, ``"neg_mse"`` or ``callable(outputs, labels) -> float``
     (higher is better; ``outputs`` is the first output, or a list when the model has several
     outputs and the metric is a callable).
@@ -239,7 +309,9 @@ class ModelUnderTest:
 
     # -- the data --------------------------------------------------------------------
     def representative_batches(self, limit: int | None = None) -> list[np.ndarray] | None:
-        """Up to ``limit`` representative input batches as float32 arrays (or ``None``)."""
+        """Up to ``limit`` representative input batches as float32 arrays (or ``None``); for
+        a model with several inputs, each batch is a list (Keras input order) or a dict (by
+        input name) of arrays; same-shaped inputs must come as a dict."""
         if self.representative_data is None:
             return None
         if self._representative is None:
@@ -252,23 +324,33 @@ class ModelUnderTest:
             for b in data:
                 if isinstance(b, (list, tuple)) and len(b) == 1:
                     b = b[0]
-                batches.append(np.asarray(b, dtype=np.float32))
+                # several inputs: a list (Keras input order) or a dict keyed by input name
+                batches.append(as_inputs(b, "representative_data", dtype=np.float32))
             if not batches:
                 raise ModelError("representative_data yielded no batches")
             self._representative = batches
         return self._representative if limit is None else self._representative[:limit]
 
     @property
-    def train_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def train_arrays(self) -> tuple[Inputs, np.ndarray] | None:
         if self._train is False:
             self._train = _as_xy(self.train_data, "train_data")
         return self._train  # type: ignore[return-value]
 
     @property
-    def eval_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def eval_arrays(self) -> tuple[Inputs, np.ndarray] | None:
         if self._eval is False:
             self._eval = _as_xy(self.eval_data, "eval_data")
         return self._eval  # type: ignore[return-value]
+
+    def input_names(self) -> list[str] | None:
+        """The in-memory Keras model's input names, in its order (``None`` for a file: its
+        inputs are not read without TensorFlow)."""
+        obj = self.source.obj
+        try:
+            return [str(t.name).split(":")[0] for t in obj.inputs] if obj is not None else None
+        except Exception:
+            return None
 
     def data_fingerprint(self, field_name: str, limit: int | None = None) -> str | None:
         """Fingerprint of the data a build used (``representative_data`` up to ``limit``

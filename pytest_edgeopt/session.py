@@ -27,7 +27,7 @@ from pytest_edgeopt.fidelity import (
 )
 from pytest_edgeopt.measure import check_collapse, check_eval_shape, observe, output_classes
 from pytest_edgeopt.measurement import Measurement
-from pytest_edgeopt.model import ModelError, ModelUnderTest, fingerprint_arrays, score
+from pytest_edgeopt.model import ModelError, ModelUnderTest, fingerprint_arrays, n_samples, score
 from pytest_edgeopt.results import Observation
 from pytest_edgeopt.settings import Settings
 from pytest_edgeopt.targets.base import HOST, Device, ModelIncompatible, Target, VariantBroken
@@ -311,7 +311,7 @@ class EdgeoptSession:
         fidelity = Fidelity(
             metric=mut.metric_name, source_metric=score(mut.metric, run.outputs, y),
             tflite_metric=score(mut.metric, run.tflite_outputs, y), max_abs_diff=diff, output_range=span,
-            samples=len(x), source_kind=mut.source.kind, stateful=run.stateful,
+            samples=n_samples(x), source_kind=mut.source.kind, stateful=run.stateful,
             first_divergent_op=op, first_divergent_layer=layer)
         return (to_json(fidelity),
                 {"kind": "fidelity", "model": mut.name, "material": dict(material)})

@@ -79,3 +79,48 @@ def from_model_output(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 def outputs_to_float(outputs: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> list[np.ndarray]:
     return [from_model_output(y, s) for y, s in zip(outputs, specs)]
+
+
+def input_key(name: str) -> str:
+    """The model-level name of a ``.tflite`` input: ``serving_default_image:0`` -> ``image``
+    (the converter names a Keras input ``serving_default_<input name>:0``)."""
+    base = name.split(":")[0]
+    return base[len("serving_default_"):] if base.startswith("serving_default_") else base
+
+
+def _fits(a: np.ndarray, spec: TensorSpec) -> bool:
+    want = spec.shape[1:]
+    return len(a.shape) - 1 == len(want) and all(w in (-1, g) for w, g in zip(want, a.shape[1:]))
+
+
+def arrange_inputs(x: Any, specs: Sequence[TensorSpec], names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Model inputs ``x`` (one array, a list in the source model's input order, or a dict keyed
+    by input name) as one array per ``specs`` entry, in the ``.tflite``'s input order.
+
+    The converter orders a Keras model's inputs by name, not as the Keras model does, so a
+    list is matched by ``names`` (the Keras input names, in list order) when given; else by
+    the per-sample shape when that tells the inputs apart; else by position. Raises
+    ValueError naming the inputs when ``x`` does not fit.
+    """
+    wanted = ", ".join(f"{input_key(s.name)} {tuple('?' if d < 0 else d for d in s.shape[1:])}" for s in specs)
+    if isinstance(x, dict):
+        by_key = {str(k): np.asarray(v) for k, v in x.items()}
+        missing = [input_key(s.name) for s in specs if input_key(s.name) not in by_key and s.name not in by_key]
+        if missing:
+            raise ValueError(f"x is a dict with keys {', '.join(sorted(by_key))} but the model's inputs are "
+                             f"{wanted}: missing {', '.join(missing)}")
+        return [by_key.get(input_key(s.name), by_key.get(s.name)) for s in specs]  # type: ignore[misc]
+    arrays = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+    if len(arrays) != len(specs):
+        raise ValueError(f"x gives {len(arrays)} input array(s) but the model has {len(specs)} input(s): {wanted}; "
+                         "give a list of arrays (one per input, same N) or a dict keyed by input name")
+    if len(specs) == 1:
+        return arrays
+    keys = [input_key(s.name) for s in specs]
+    if names is not None and sorted(names) == sorted(keys):
+        order = {n: i for i, n in enumerate(names)}
+        return [arrays[order[k]] for k in keys]
+    fits = [[i for i, a in enumerate(arrays) if _fits(a, s)] for s in specs]
+    if all(len(f) == 1 for f in fits) and len({f[0] for f in fits}) == len(specs):
+        return [arrays[f[0]] for f in fits]
+    return arrays

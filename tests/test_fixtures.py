@@ -122,6 +122,7 @@ def test_wine_categorical_h5_is_the_wine_mlp_compiled_for_one_hot_labels(tf_kera
     assert models.wine_data().y_train.ndim == 1  # integer labels: the mismatch it is for
 
 
+@pytest.mark.slow  # bigger model or matrix; its fast twin runs by default
 def test_stacked_lstm_fixtures_are_the_char_model_at_test_size(tf_keras) -> None:
     from fixtures import sequence
 

@@ -122,8 +122,11 @@ def measure_latency(model: Path, settings: LatencySettings) -> LatencyResult:
     )
 
 
-def run_predict(model: Path, inputs: np.ndarray, threads: int = 1, sequence: bool = False) -> list[np.ndarray]:
-    """Float outputs of the ``.tflite`` at ``model`` for ``inputs`` (batch axis first), in this process.
+def run_predict(model: Path, inputs: np.ndarray | Sequence[np.ndarray], threads: int = 1,
+                sequence: bool = False) -> list[np.ndarray]:
+    """Float outputs of the ``.tflite`` at ``model`` for ``inputs`` (batch axis first), in this process;
+    a model with several inputs takes a list of arrays, one per input in the ``.tflite``'s
+    input order (:func:`pytest_edgeopt.tensors.arrange_inputs`), the same N each.
 
     Samples are independent: variable tensors (the hidden and cell state
     ``UNIDIRECTIONAL_SEQUENCE_LSTM`` keeps across ``invoke()``, see FACTS "Recurrent
@@ -139,15 +142,19 @@ def run_predict(model: Path, inputs: np.ndarray, threads: int = 1, sequence: boo
     stage("load")
     interp, _ = make_interpreter(model, threads)
     io = ModelIO.of_interpreter(interp)
-    if len(io.inputs) != 1:
-        raise TargetError(f"the model has {len(io.inputs)} inputs; accuracy runs support one input")
-    spec = io.inputs[0]
-    n = len(inputs)
-    own = max(1, int(interp.get_input_details()[0]["shape"][0])) if spec.shape else 1
-    batch = EVAL_BATCH if spec.shape and spec.shape[0] == -1 and not sequence else own
+    xs = [inputs] if isinstance(inputs, np.ndarray) else [np.asarray(a) for a in inputs]
+    if len(xs) != len(io.inputs):
+        names = ", ".join(s.name for s in io.inputs)
+        raise TargetError(f"the model has {len(io.inputs)} inputs ({names}) but {len(xs)} input arrays were given")
+    n = len(xs[0])
+    first = io.inputs[0]
+    own = max(1, int(interp.get_input_details()[0]["shape"][0])) if first.shape else 1
+    dynamic = all(s.shape and s.shape[0] == -1 for s in io.inputs)
+    batch = EVAL_BATCH if dynamic and not sequence else own
     if batch != own:
         try:
-            interp.resize_tensor_input(spec.index, [batch, *spec.shape[1:]], strict=True)
+            for spec in io.inputs:
+                interp.resize_tensor_input(spec.index, [batch, *spec.shape[1:]], strict=True)
             interp.allocate_tensors()
         except (RuntimeError, ValueError):
             batch = own
@@ -156,13 +163,14 @@ def run_predict(model: Path, inputs: np.ndarray, threads: int = 1, sequence: boo
     interp.reset_all_variables()
     chunks: list[list[np.ndarray]] = []
     for start in range(0, n, batch):
-        x = inputs[start:start + batch]
-        real = len(x)
-        if real < batch:  # pad the last chunk to the allocated batch size
-            x = np.concatenate([x, np.zeros((batch - real, *x.shape[1:]), dtype=x.dtype)])
+        real = min(batch, n - start)
         if not sequence and start:
             interp.reset_all_variables()
-        interp.set_tensor(spec.index, to_model_input(x, spec))
+        for spec, xi in zip(io.inputs, xs):
+            x = xi[start:start + batch]
+            if real < batch:  # pad the last chunk to the allocated batch size
+                x = np.concatenate([x, np.zeros((batch - real, *x.shape[1:]), dtype=x.dtype)])
+            interp.set_tensor(spec.index, to_model_input(x, spec))
         interp.invoke()
         outs = [interp.get_tensor(o.index)[:real] for o in io.outputs]
         chunks.append(outputs_to_float(outs, io.outputs))
@@ -199,7 +207,11 @@ class CpuTarget:
     #: :meth:`predict` can evaluate a stateful model as one sequence (``sequence=True``).
     supports_sequence = True
 
-    def predict(self, model: Path, inputs: np.ndarray, sequence: bool = False) -> Sequence[np.ndarray]:
+    #: :meth:`predict` takes a list of arrays for a model with several inputs.
+    supports_multi_input = True
+
+    def predict(self, model: Path, inputs: np.ndarray | Sequence[np.ndarray],
+                sequence: bool = False) -> Sequence[np.ndarray]:
         """Float outputs for ``inputs``; see :func:`run_predict` (resets, ``sequence``)."""
         if self.workers is None:
             return run_predict(model, inputs, self.threads, sequence)
@@ -231,7 +243,7 @@ class PredictRequest:
     (``sequence``: in order, state carried; see :func:`pytest_edgeopt.targets.cpu.run_predict`)."""
 
     path: Path
-    inputs: np.ndarray
+    inputs: np.ndarray | Sequence[np.ndarray]
     threads: int
     sequence: bool = False
 

@@ -69,6 +69,25 @@ def quantize(ctx: BuildContext, recipe_name: str, quantization_recipe: Any = Non
     return bytes(result.quantized_model)
 
 
+def _named_samples(ctx: BuildContext, details: dict[str, Any]) -> list[dict[str, Any]]:
+    """Calibration samples of a model with several inputs as ``{input name: sample}``: a
+    dict sample by its keys, a list (the Keras input order) by the Keras input names when
+    known, else by the per-sample shapes (:func:`pytest_edgeopt.tensors.arrange_inputs`)."""
+    from pytest_edgeopt.tensors import TensorSpec, arrange_inputs
+    from pytest_edgeopt.variants.ptq import calibration_samples
+
+    specs = [TensorSpec(n, i, (-1, *(int(x) for x in d["shape"][1:])), np.dtype(d["dtype"]), 0.0, 0)
+             for i, (n, d) in enumerate(details.items())]
+    out = []
+    for sample in calibration_samples(ctx):
+        try:
+            arrays = arrange_inputs(sample, specs, ctx.mut.input_names())
+        except ValueError as exc:
+            raise VariantBuildError(f"{ctx.spec.name}: representative_data: {exc}") from None
+        out.append({s.name: np.asarray(a).astype(s.dtype, copy=False) for s, a in zip(specs, arrays)})
+    return out
+
+
 def _calibration_data(ctx: BuildContext, fp32: bytes) -> dict[str, list[dict[str, Any]]]:
     """``{signature key: [{input name: sample}, ...]}`` from the representative data.
 
@@ -89,10 +108,8 @@ def _calibration_data(ctx: BuildContext, fp32: bytes) -> dict[str, list[dict[str
             "model with one serving signature (TFLiteConverter does) to get this variant")
     key = next(iter(signatures))
     details = interpreter.get_signature_runner(key).get_input_details()
-    if len(details) != 1:
-        raise VariantUnavailable(
-            f"{ctx.spec.name}: calibration supports single-input models; signature {key!r} has "
-            f"inputs {', '.join(details)}")
+    if len(details) > 1:
+        return {key: _named_samples(ctx, details)}
     name, detail = next(iter(details.items()))
     shape = tuple(int(x) for x in detail["shape"])
     samples = calibration_samples(ctx, len(shape))

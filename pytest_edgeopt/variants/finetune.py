@@ -158,8 +158,10 @@ def train_arrays(ctx: BuildContext) -> tuple[np.ndarray, np.ndarray]:
 
 def steps(ctx: BuildContext) -> int:
     """Optimizer steps of the whole fine-tuning (epochs x batches per epoch)."""
+    from pytest_edgeopt.model import n_samples
+
     x, _ = train_arrays(ctx)
-    batches = -(-len(x) // int(ctx.options["batch_size"]))
+    batches = -(-n_samples(x) // int(ctx.options["batch_size"]))
     return int(ctx.options["finetune_epochs"]) * batches
 
 

@@ -378,12 +378,20 @@ def convert_auto(converter: Any, ctx: BuildContext, mode: str) -> bytes:
     """
     from pytest_edgeopt.variants import ptq
     from pytest_edgeopt.variants.debug_graph import DebugGraph, TensorStats, channel_nsr, dequantize, lockstep
+    from pytest_edgeopt.variants.registry import VariantUnavailable
 
     goal = float(ctx.options.get("float_nodes_max_drop", DEFAULT_MAX_DROP))
+    samples = ptq.calibration_samples(ctx)
+    if samples and not isinstance(samples[0], np.ndarray):
+        names = ", ".join(samples[0]) if isinstance(samples[0], dict) else f"{len(samples[0])} arrays"
+        raise VariantUnavailable(
+            f"{ctx.spec.name}: the model has several inputs ({names}); float_nodes=\"auto\" runs TensorFlow's "
+            "quantization debugger, which takes one input: name the nodes to keep in float instead "
+            "(float_nodes=[...]) or leave the knob out")
     debugger = ptq.quantization_debugger(converter, ctx.spec.name, mode)
     debug = ptq.debug_model(debugger)
     graph = DebugGraph(debug)
-    x = np.concatenate(ptq.calibration_samples(ctx))
+    x = np.concatenate(samples)
     fp32 = ctx.fp32()
     errors = {n.name: TensorStats() for n in graph.nodes}
     signal = {n.name: TensorStats() for n in graph.nodes}

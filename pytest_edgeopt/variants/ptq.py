@@ -264,6 +264,8 @@ def configure_converter(ctx: BuildContext, mode: str, model: Any = None, batch1:
         if input_rank is None:
             input_rank, input_dtype = _tflite_input_info(ctx)
         samples = calibration_samples(ctx, input_rank)
+        if samples and not isinstance(samples[0], np.ndarray):
+            samples = _by_input_name(samples, _keras_source_model(ctx, model))
         if input_dtype is not None and input_dtype.kind in "iu":  # token ids: the model takes integers
             samples = [s.astype(input_dtype) for s in samples]
         converter.representative_dataset = _dataset(samples)
@@ -399,8 +401,16 @@ def calibration_samples(ctx: BuildContext, input_rank: int | None = None) -> lis
             f"{ctx.spec.name} needs ModelUnderTest(representative_data=...) to calibrate, which "
             f"{ctx.mut.name!r} does not set")
     limit = int(ctx.options["calibration_samples"])
-    samples: list[np.ndarray] = []
+    samples: list[Any] = []  # arrays; for several inputs, lists or dicts of arrays
     for batch in batches:
+        if isinstance(batch, (list, dict)):  # several inputs: one sample of each per step
+            items = list(batch.values()) if isinstance(batch, dict) else batch
+            for i in range(len(items[0])):
+                samples.append({k: v[i:i + 1] for k, v in batch.items()} if isinstance(batch, dict)
+                               else [v[i:i + 1] for v in batch])
+                if len(samples) >= limit:
+                    return samples
+            continue
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim == 0 or (input_rank is not None and batch.ndim == input_rank - 1):
             batch = batch[None]
@@ -413,10 +423,28 @@ def calibration_samples(ctx: BuildContext, input_rank: int | None = None) -> lis
     return samples
 
 
-def _dataset(samples: list[np.ndarray]) -> Callable[[], Iterator[list[np.ndarray]]]:
-    def representative_dataset() -> Iterator[list[np.ndarray]]:
+def _by_input_name(samples: list[Any], model: Any) -> list[Any]:
+    """Samples of a model with several inputs as dicts keyed by the Keras input names (the
+    converter's calibrator feeds a list in the ``.tflite``'s input order, which sorts the
+    inputs by name: a dict is matched by name whatever the order)."""
+    names = [str(t.name).split(":")[0] for t in getattr(model, "inputs", None) or []]
+    if not names:
+        return samples
+    out = []
+    for s in samples:
+        if isinstance(s, list):
+            if len(s) != len(names):
+                raise VariantBuildError(f"representative_data batches give {len(s)} inputs but the model has "
+                                        f"{len(names)} ({', '.join(names)})")
+            s = dict(zip(names, s))
+        out.append(s)
+    return out
+
+
+def _dataset(samples: list[Any]) -> Callable[[], Iterator[Any]]:
+    def representative_dataset() -> Iterator[Any]:
         for s in samples:
-            yield [s]
+            yield s if isinstance(s, (list, dict)) else [s]
 
     return representative_dataset
 

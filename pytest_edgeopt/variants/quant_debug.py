@@ -300,6 +300,10 @@ def layer_errors(mut: ModelUnderTest, variant_name: str, options: Mapping[str, A
         if xy is None:
             raise QuantDebugError(f"{mut.name!r} has no eval_data and no eval inputs were given")
         eval_x, labels = xy
+    if isinstance(eval_x, (list, dict)):
+        raise QuantDebugUnsupported(
+            f"the model has {len(eval_x)} inputs ({', '.join(eval_x) if isinstance(eval_x, dict) else 'a list'}); "
+            "the quantization debugger takes one input: compare the variants with the plugin's measurements instead")
     x = np.asarray(eval_x, dtype=np.float32)[:max_samples]
     y = None if labels is None else np.asarray(labels)[:max_samples]
     if len(x) == 0:

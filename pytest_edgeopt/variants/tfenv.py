@@ -322,8 +322,9 @@ def keras_original(source: ModelSource, memo: MutableMapping[Any, Any] | None = 
 
 
 def clone_keras_model(model: Any) -> Any:
-    """A copy of a tf_keras Sequential/Functional model with its own layers and the same
-    weights (``clone_model`` + ``set_weights``), uncompiled."""
+    """A copy of a tf_keras Sequential/Functional model: own layers, same weights (``copy_weights``), uncompiled."""
+    from pytest_edgeopt.variants.wrapping import copy_weights
+
     keras = import_keras()
     if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
         raise VariantUnavailable(
@@ -337,12 +338,11 @@ def clone_keras_model(model: Any) -> Any:
                 f"cannot copy the model to fine-tune it (tf_keras.models.clone_model failed: "
                 f"{root_cause(exc)}); custom layers need a get_config() returning their constructor "
                 "arguments") from None
-        try:
-            clone.set_weights(model.get_weights())
-        except ValueError as exc:  # e.g. a clustered MultiHeadAttention whose weights come back reordered
-            raise VariantBuildError(
-                f"cannot copy the model's weights into its clone (tf_keras set_weights failed: {root_cause(exc)})",
-                error_details(exc)) from None
+        try:  # by layer and name: a stripped MultiHeadAttention lists its weights in another order
+            copy_weights(model, clone)
+        except ValueError as exc:
+            raise VariantBuildError(f"cannot copy the model's weights into its clone: {root_cause(exc)}",
+                                    error_details(exc)) from None
     return clone
 
 

@@ -103,7 +103,7 @@ def build_pcqat_int8(ctx: BuildContext) -> bytes:
     ctx.progress(f"{ctx.spec.name}: sparsity-preserving clustering phase ({ctx.options['clusters']} clusters)")
     clustered = cluster(ctx, base, preserve_sparsity=True)
     finetune(ctx, clustered)
-    stripped = tfmot.clustering.keras.strip_clustering(clustered)
+    stripped = _copy(tfmot.clustering.keras.strip_clustering(clustered))  # weights in their usual order
     return _convert(ctx, "qat", _cluster_preserving_qat(ctx, stripped, preserve_sparsity=True))
 
 
@@ -152,7 +152,9 @@ def clustered_model(ctx: BuildContext) -> Any:
         left = [layer for layer in all_layers(model) if layer.name in left_names]
         clustered = cluster(ctx, model, preserve_sparsity=False, left=left)
         finetune(ctx, clustered)
-        return tfmot.clustering.keras.strip_clustering(clustered)
+        # a copy: strip_clustering's MultiHeadAttention lists its weights in another order than
+        # a new one, which the flat weights stored in the cache and tfmot's quantize_apply need
+        return _copy(tfmot.clustering.keras.strip_clustering(clustered))
 
     return _shared(ctx, "clustered", ("clusters",), "clustering phase", make)
 

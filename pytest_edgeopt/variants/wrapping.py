@@ -133,6 +133,39 @@ def all_layers(model: Any) -> list[Any]:
     return found
 
 
+def copy_weights(source: Any, target: Any) -> None:
+    """Set ``target``'s weights to ``source``'s, layer by layer (the two models have the same
+    architecture: ``target`` is a ``clone_model`` of ``source``), matching each layer's
+    weights by shape and then by name rather than by position.
+
+    A flat ``set_weights(get_weights())`` is not enough after tfmot's ``strip_clustering``:
+    the MultiHeadAttention it puts back lists its four kernels, then its four biases, where
+    a new layer of the same config lists kernel and bias per projection. Raises
+    ``ValueError`` naming the layer when a weight has no counterpart."""
+    pairs: list[tuple[Any, Any]] = []
+    for mine, theirs in zip(target.layers, source.layers, strict=True):
+        free = dict(enumerate(theirs.weights))  # by index: variables do not compare with ==
+        for w in mine.weights:
+            fits = [i for i, s in free.items() if tuple(s.shape) == tuple(w.shape)]
+            if not fits:
+                raise ValueError(f"layer {mine.name!r}: no weight of shape {tuple(w.shape)} for {w.name!r} "
+                                 f"among {[s.name for s in theirs.weights]}")
+            best = max(fits, key=lambda i: _common_tail(free[i].name, w.name))
+            pairs.append((w, free.pop(best).numpy()))
+    for w, value in pairs:
+        w.assign(value)
+
+
+def _common_tail(a: str, b: str) -> int:
+    """How many trailing ``/``-separated parts the weight names ``a`` and ``b`` share
+    (``mha/query/kernel:0`` and ``query/kernel:0``: 2)."""
+    pa, pb = a.split(":")[0].split("/"), b.split(":")[0].split("/")
+    n = 0
+    while n < min(len(pa), len(pb)) and pa[-1 - n] == pb[-1 - n]:
+        n += 1
+    return n
+
+
 def clone_wrapping(model: Any, wrap_layer: Callable[[Any], Any], leave: Iterable[Any]) -> Any:
     """``clone_model(model, clone_function=...)`` applying ``wrap_layer`` to every layer but
     the ``leave`` ones and input layers (nested models are cloned the same way)."""

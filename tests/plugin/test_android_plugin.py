@@ -25,7 +25,7 @@ def edgeopt_model():
 @pytest.fixture
 def project(pytester: pytest.Pytester, digits_model_path: Path, tensorflow_loaded: None,
             tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    cache = tmp_path_factory.getbasetemp() / "edgeopt-android-cache"
+    cache = tmp_path_factory.getbasetemp() / "edgeopt-variant-cache"  # one content-addressed cache for every digits run of the session
     pytester.makeconftest(CONFTEST.format(model=str(digits_model_path)))
     pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {cache}\nedgeopt_min_time = 0.05\nedgeopt_min_samples = 20\n")
     return pytester

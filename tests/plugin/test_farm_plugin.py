@@ -101,7 +101,7 @@ def labels(phones) -> dict[str, str]:
 def project(pytester: pytest.Pytester, farm: Path, digits_model_path: Path, tensorflow_loaded: None,
             tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # subprocess runs import fixtures
-    cache = tmp_path_factory.getbasetemp() / "edgeopt-android-cache"  # shared with test_android_plugin.py
+    cache = tmp_path_factory.getbasetemp() / "edgeopt-variant-cache"  # one content-addressed cache for every digits run of the session
     pytester.makeconftest(CONFTEST.format(model=str(digits_model_path), eval=EVAL))
     pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {cache}\nedgeopt_min_time = 0.05\nedgeopt_min_samples = 20\n"
                      f"edgeopt_android_repeats = 2\nedgeopt_farm = farm.toml\n"
@@ -136,6 +136,7 @@ def lease_windows(records: list[dict]) -> dict[str, list[tuple[float, float]]]:
     return {d: sorted(w) for d, w in out.items()}
 
 
+@pytest.mark.slow  # bigger model or matrix; its fast twin runs by default
 def test_every_device_of_two_servers_measures_serially_and_in_parallel_with_equal_results(
         project: pytest.Pytester, phones) -> None:
     serial_result, serial = run(project, "serial")

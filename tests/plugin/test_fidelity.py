@@ -83,6 +83,7 @@ def test_a_conversion_that_differs_from_the_source_fails_every_test_of_the_model
     assert {r["variant"]: r["outcome"] for r in doc["measurements"]} == {"fp32": "failed", "float16": "failed"}
 
 
+@pytest.mark.slow  # bigger model or matrix; its fast twin runs by default
 def test_the_fidelity_option_loosens_the_check_and_the_source_metric_is_reported(project: pytest.Pytester) -> None:
     result, doc = run(project, '{"fidelity": {"max_diff_rel": 10.0, "metric_abs": 1.0}}')
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]

@@ -45,7 +45,7 @@ def slow_model(digits_model_path: Path, tensorflow_loaded: None, tmp_path: Path)
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, tensorflow_loaded: None, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    cache = tmp_path_factory.getbasetemp() / "edgeopt-gate-cache"
+    cache = tmp_path_factory.getbasetemp() / "edgeopt-variant-cache"  # one content-addressed cache for every digits run of the session
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_gate=TEST)
     pytester.makeini(f"[pytest]\nedgeopt_cache_dir = {cache}\nedgeopt_storage = runs\n")
