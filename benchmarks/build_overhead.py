@@ -188,27 +188,8 @@ def ptq_main(args: argparse.Namespace) -> None:
             say(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
                 f"{v} {plugin_s[v][-1] / bare_s[v][-1]:.2f}" for v in VARIANTS))
 
-    try:
-        say("warm-up round (TF import, first conversions), untimed")
-        t0 = time.perf_counter()
-        one_rep(0, record=False)
-        say(f"  warm-up took {time.perf_counter() - t0:.1f} s")
-        gc.collect()
-        gc.freeze()
-        for rep in range(args.reps):
-            one_rep(rep, record=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    ok_all = True
-    for v in VARIANTS:
-        r = Ratio(f"{v} build time", tuple(plugin_s[v]), tuple(bare_s[v]))
-        ok = r.median <= TARGET
-        ok_all &= ok
-        print(r.line(f"<= {TARGET}", ok))
-    total = Ratio("all six, summed per repetition", tuple(sum(plugin_s[v][i] for v in VARIANTS) for i in range(args.reps)),
-                  tuple(sum(bare_s[v][i] for v in VARIANTS) for i in range(args.reps)))
-    print(total.line(f"<= {TARGET}", total.median <= TARGET))
+    run_rounds(one_rep, args.reps, tmp, "TF import, first conversions")
+    ok_all = judge(VARIANTS, plugin_s, bare_s, args.reps, "all six")
     for v in VARIANTS:
         print(Ratio(f"{v} CPU time (process)", tuple(plugin_cpu[v]), tuple(bare_cpu[v])).line("(information)", None))
     print("time outside converter.convert(), median ms, plugin / bare (noise-free view of the overhead): "
@@ -217,6 +198,37 @@ def ptq_main(args: argparse.Namespace) -> None:
     print("sizes, plugin / bare bytes (same recipe, same bytes): "
           + ", ".join(f"{v} {plugin_size[v]:,}/{bare_size[v]:,}" for v in VARIANTS))
     print(f"overall: {'PASS' if ok_all else 'MISS'}")
+
+
+def run_rounds(one_rep, reps: int, tmp, warm_up: str) -> None:
+    """One untimed warm-up round (``warm_up`` says what it absorbs), then ``reps`` recorded
+    ones with the garbage collector's survivors frozen; ``tmp`` is removed at the end."""
+    try:
+        say(f"warm-up round ({warm_up}), untimed")
+        t0 = time.perf_counter()
+        one_rep(0, record=False)
+        say(f"  warm-up took {time.perf_counter() - t0:.1f} s")
+        gc.collect()
+        gc.freeze()
+        for rep in range(reps):
+            one_rep(rep, record=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def judge(names, plugin_s, bare_s, reps: int, all_label: str) -> bool:
+    """Print each variant's build-time ratio and their per-repetition sum against TARGET;
+    True when every variant's median meets it."""
+    ok_all = True
+    for v in names:
+        r = Ratio(f"{v} build time", tuple(plugin_s[v]), tuple(bare_s[v]))
+        ok = r.median <= TARGET
+        ok_all &= ok
+        print(r.line(f"<= {TARGET}", ok))
+    total = Ratio(f"{all_label}, summed per repetition", tuple(sum(plugin_s[v][i] for v in names) for i in range(reps)),
+                  tuple(sum(bare_s[v][i] for v in names) for i in range(reps)))
+    print(total.line(f"<= {TARGET}", total.median <= TARGET))
+    return ok_all
 
 
 FINETUNE = ("qat_int8", "pruned", "clustered")
@@ -315,27 +327,8 @@ def finetune_main(args: argparse.Namespace) -> None:
             say(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
                 f"{v} {plugin_s[v][-1] / bare_s[v][-1]:.2f}" for v in FINETUNE))
 
-    try:
-        say("warm-up round (TF and tfmot import, first fine-tunings and conversions), untimed")
-        t0 = time.perf_counter()
-        one_rep(0, record=False)
-        say(f"  warm-up took {time.perf_counter() - t0:.1f} s")
-        gc.collect()
-        gc.freeze()
-        for rep in range(args.reps):
-            one_rep(rep, record=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    ok_all = True
-    for v in FINETUNE:
-        r = Ratio(f"{v} build time", tuple(plugin_s[v]), tuple(bare_s[v]))
-        ok = r.median <= TARGET
-        ok_all &= ok
-        print(r.line(f"<= {TARGET}", ok))
-    total = Ratio("all three, summed per repetition",
-                  tuple(sum(plugin_s[v][i] for v in FINETUNE) for i in range(args.reps)),
-                  tuple(sum(bare_s[v][i] for v in FINETUNE) for i in range(args.reps)))
-    print(total.line(f"<= {TARGET}", total.median <= TARGET))
+    run_rounds(one_rep, args.reps, tmp, "TF and tfmot import, first fine-tunings and conversions")
+    ok_all = judge(FINETUNE, plugin_s, bare_s, args.reps, "all three")
     print("sizes, plugin / bare bytes: " + ", ".join(f"{v} {sizes[v][0]:,}/{sizes[v][1]:,}" for v in FINETUNE))
     print(f"overall: {'PASS' if ok_all else 'MISS'}")
 
