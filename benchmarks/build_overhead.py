@@ -47,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sidebyside import Ratio, header, say
+from sidebyside import Ratio, bare_converter, header, say
 
 VARIANTS = ("fp32", "float16", "dynamic_range", "int8", "int8_full", "int16x8")
 TARGET = 1.10
@@ -55,24 +55,7 @@ TARGET = 1.10
 
 def bare_convert(tf, model, variant: str, samples) -> bytes:
     """What a user writes without the plugin (TensorFlow's post-training quantization guide)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant != "fp32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if variant == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if variant in ("int8", "int8_full", "int16x8"):
-        def representative_dataset():
-            for s in samples:
-                yield [s]
-
-        converter.representative_dataset = representative_dataset
-    if variant == "int8_full":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    elif variant == "int16x8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    return timed_convert(converter)
+    return timed_convert(bare_converter(tf, model, variant, samples))
 
 
 #: Seconds spent inside ``converter.convert()`` by the last conversion (either side).

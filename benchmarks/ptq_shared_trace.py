@@ -35,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sidebyside import RESULTS, Ratio, cpu_model, header, say
+from sidebyside import RESULTS, Ratio, bare_converter, cpu_model, header, say
 
 VARIANTS = ("fp32", "float16", "dynamic_range", "int8", "int8_full", "int16x8")
 TARGET = 0.7
@@ -44,24 +44,7 @@ PHASES = ("save SavedModel", "load GraphDef", "load object", "MLIR convert", "ca
 
 def bare_convert(tf: Any, model: Any, variant: str, samples: list[Any]) -> bytes:
     """What a user writes without the plugin (TensorFlow's post-training quantization guide)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant != "fp32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if variant == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if variant in ("int8", "int8_full", "int16x8"):
-        def representative_dataset() -> Any:
-            for s in samples:
-                yield [s]
-
-        converter.representative_dataset = representative_dataset
-    if variant == "int8_full":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    elif variant == "int16x8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    return bytes(converter.convert())
+    return bytes(bare_converter(tf, model, variant, samples).convert())
 
 
 #: Seconds per phase since the last reset (the converter's internal calls, wrapped below).

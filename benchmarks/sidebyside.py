@@ -35,6 +35,26 @@ WORK = ROOT / ".edgeopt" / "benchmarks"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def bare_converter(tf: Any, model: Any, variant: str, samples: Sequence[Any]) -> Any:
+    """The B side of the conversion benchmarks: a ``TFLiteConverter`` set up for ``variant``
+    as TensorFlow's post-training quantization guide writes it (no plugin code); ``samples``
+    are the calibration inputs. The caller converts (and times) it."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if variant in ("int8", "int8_full", "int16x8"):
+        converter.representative_dataset = lambda: ([s] for s in samples)
+    if variant == "int8_full":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif variant == "int16x8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return converter
+
+
 def say(msg: str) -> None:
     """Progress on stderr (the figures go to stdout)."""
     print(msg, file=sys.stderr, flush=True)
